@@ -1,0 +1,3 @@
+"""genlab: generative-model research template (data, Lightning models, papermill reports)."""
+
+__version__ = "0.1.0"
