@@ -1,0 +1,90 @@
+"""Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
+
+    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
+    genlab params [train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genlab import params as P
+from genlab.pipeline import NOTEBOOKS, PipelineError, plan_run, run_pipeline
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise P.ParameterError(f"-f {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise P.ParameterError(f"-f {path}: not valid YAML ({exc})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise P.ParameterError(f"-f {path}: expected a mapping of parameter: value, "
+                               f"got {type(doc).__name__}")
+    return doc
+
+
+def collect_parameters(files: list[str], assignments: list[str], only: list[str] | None
+                       ) -> dict[str, Any]:
+    """Files first, then -p (later wins); str parameters keep their literal -p text."""
+    values: dict[str, Any] = {}
+    for path in files:
+        values.update(_load_yaml(path))
+    specs = [P.spec(s) for s in (only or NOTEBOOKS) if s in P.NOTEBOOK_PARAMS]
+    for text in assignments:
+        key, value, raw = P.parse_assignment(text)
+        param = next((s[key] for s in specs if key in s), None)
+        values[key] = P.restore_text(param, value, raw)
+    return values
+
+
+def _split_only(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genlab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute report notebooks into reports/<name>/")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-f", "--file", action="append", default=[], metavar="PARAMS.YAML")
+    run.add_argument("--only", help=f"comma-separated subset of {','.join(NOTEBOOKS)}")
+    run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
+    run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    show = sub.add_parser("params", help="list a notebook's parameters with defaults")
+    show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
+    args = parser.parse_args(argv)
+
+    if args.command == "params":
+        for p in P.NOTEBOOK_PARAMS[args.notebook]:
+            print(f"{p.name:24} {p.default!r:22} {p.expected():34} {p.doc}")
+        return 0
+    try:
+        only = _split_only(args.only)
+        values = collect_parameters(args.file, args.param, only)
+        plan = plan_run(values, only=only, name=args.name, reports_dir=args.reports_dir)
+    except P.ParameterError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_pipeline(plan, progress=not args.no_progress)
+    except PipelineError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Notebook parameters: one declared spec per notebook, checked before anything runs.
+
+Every notebook's `parameters` cell holds plain assignments whose values equal the defaults
+declared here (a test keeps the two in step). Values then reach a notebook three ways —
+JupyterLab edits, `papermill -p`, `genlab run -p/-f` — and all three end in `validate`, so an
+unknown name, a wrong type or an out-of-range value stops with one message naming the
+parameter, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import yaml
+
+
+class ParameterError(ValueError):
+    """A notebook parameter is unknown, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    kind: type | tuple[type, ...]  # accepted types; int is accepted where float is
+    doc: str
+    choices: tuple | None = None
+    low: float | None = None  # inclusive bounds
+    high: float | None = None
+    optional: bool = False  # None allowed
+
+    def expected(self) -> str:
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        text = " or ".join(k.__name__ for k in kinds)
+        if self.choices:
+            text += f" in {list(self.choices)}"
+        if self.low is not None or self.high is not None:
+            lo = "-inf" if self.low is None else self.low
+            hi = "inf" if self.high is None else self.high
+            text += f" in [{lo}, {hi}]"
+        return text + (" or None" if self.optional else "")
+
+    def check(self, value: Any) -> Any:
+        """Return the value (int widened to float where a float is expected) or raise."""
+        if value is None:
+            if self.optional:
+                return None
+            self._fail(value)
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self._fail(value)  # bool is an int subclass: True is not a valid epoch count
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value) if int not in kinds else value
+        if not isinstance(value, kinds):
+            self._fail(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self._fail(value)
+        if self.choices is not None and value not in self.choices:
+            self._fail(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high
+            ):
+                self._fail(value)
+        return value
+
+    def _fail(self, value: Any) -> None:
+        raise ParameterError(
+            f"parameter '{self.name}': expected {self.expected()}, got {value!r}"
+            f" ({type(value).__name__})"
+        )
+
+
+_COMMON = [
+    Param("run_dir", "reports/interactive", str,
+          "run folder; relative paths resolve against the project root"),
+    Param("seed", 0, int, "seed for splits, initialisation and sampling", low=0, high=2**32 - 1),
+]
+
+TRAIN = _COMMON + [
+    Param("dataset", "digits", str, "'digits', 'toy', or a path to an .npz file or image folder"),
+    Param("model", "vae", str, "generative model", choices=("vae", "gan")),
+    Param("arch", "mlp", str, "backbone", choices=("mlp", "conv")),
+    Param("latent_dim", 16, int, "latent dimension", low=1, high=1024),
+    Param("width", 256, int, "hidden width (MLP units / conv base channels)", low=4, high=4096),
+    Param("depth", 2, int, "hidden layers / conv blocks", low=1, high=8),
+    Param("max_epochs", 100, int, "training epochs", low=1, high=100_000),
+    Param("batch_size", 64, int, "mini-batch size", low=1, high=65_536),
+    Param("lr", None, float, "learning rate; None = the model's default", low=1e-7, high=1.0,
+          optional=True),
+    Param("val_frac", 0.1, float, "share of records in the val pool", low=0.0, high=0.9),
+    Param("holdout_a_frac", 0.2, float, "share in holdout_a (audit non-members, drift reference)",
+          low=0.0, high=0.9),
+    Param("holdout_b_frac", 0.2, float, "share in holdout_b (reference population, production)",
+          low=0.0, high=0.9),
+    Param("n_train", None, int, "cap on training records (members); None = all that remain",
+          low=1, optional=True),
+    Param("early_stopping_patience", 0, int, "epochs without val improvement; 0 = off", low=0),
+    Param("resume_from", None, str, "checkpoint to resume an interrupted training from",
+          optional=True),
+    Param("init_from", None, str, "checkpoint whose weights start a fine-tuning", optional=True),
+    Param("accelerator", "cpu", str, "Lightning accelerator (cpu, gpu, auto, ...)"),
+    Param("devices", 1, (int, str), "Lightning devices (a count or 'auto')"),
+    Param("precision", "32-true", str, "Lightning precision (32-true, bf16-mixed, ...)"),
+    Param("strategy", "auto", str, "Lightning strategy (auto, ddp_notebook, ...)"),
+]
+
+NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
+
+# Names a kernel defines by itself; everything else at top level after the parameters cell is
+# a parameter (or a typo of one).
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def spec(notebook: str) -> dict[str, Param]:
+    if notebook not in NOTEBOOK_PARAMS:
+        raise ParameterError(
+            f"unknown notebook {notebook!r}; expected one of {sorted(NOTEBOOK_PARAMS)}"
+        )
+    return {p.name: p for p in NOTEBOOK_PARAMS[notebook]}
+
+
+def defaults(notebook: str) -> dict[str, Any]:
+    return {name: p.default for name, p in spec(notebook).items()}
+
+
+def validate(notebook: str, values: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """Check `values` against the notebook's spec; return the full, checked parameter dict.
+
+    With `partial=True` missing names take their defaults (the pipeline's case); otherwise a
+    missing name is an error too (a notebook whose parameters cell lost a line)."""
+    known = spec(notebook)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {unknown} for notebook '{notebook}'; "
+            f"known: {sorted(known)}"
+        )
+    out = {}
+    for name, p in known.items():
+        if name in values:
+            out[name] = p.check(values[name])
+        elif partial:
+            out[name] = p.default
+        else:
+            raise ParameterError(f"parameter '{name}' is missing from notebook '{notebook}'")
+    return out
+
+
+def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the parameters a notebook kernel holds right after the parameters cell.
+
+    Collects every top-level name that is not private, not the kernel's own and not a module,
+    function or class: a misspelt `-p max_epoch 3` from papermill is then caught here."""
+    found = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in _KERNEL_NAMES
+        and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+    return validate(notebook, found)
+
+
+def parse_assignment(text: str) -> tuple[str, Any, str]:
+    """`key=value` from the command line → (key, value, raw text).
+
+    The value is read as YAML scalars are (20 → int, 0.5 → float, true → bool, null/None → None);
+    anything YAML reads as a container, or cannot read, stays the literal text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ParameterError(f"-p expects key=value with a parameter name as key, got {text!r}")
+    if raw.strip() == "None":
+        return key, None, raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)) or (value is None and raw.strip() == ""):
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value, raw
+
+
+def restore_text(param: Param | None, value: Any, raw: str) -> Any:
+    """A str-typed parameter keeps its literal text: `-p dataset=2024` names a file, not 2024."""
+    if param is not None and param.kind is str and value is not None and not isinstance(value, str):
+        return raw
+    return value

@@ -1,0 +1,93 @@
+"""The run folder (`reports/<run-name>/`) and how files get into it without damaging a good run.
+
+A run folder ties the notebooks of one run together: training writes `artifacts/`, the other
+notebooks read it. `genlab run` executes into a staging folder and renames it into place at the
+end; the notebooks see the *final* path in their `run_dir` parameter (so reports and headline
+JSON carry a stable name) while `resolve_run_dir` maps it to the staging folder through the
+`GENLAB_STAGING` environment variable that the pipeline sets for the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+STAGING_ENV = "GENLAB_STAGING"  # JSON {"<final abs path>": "<staging abs path>"}
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding genlab's pyproject.toml.
+
+    Notebooks run with cwd = notebooks/ in JupyterLab and cwd = the project root under
+    `genlab run`; resolving relative run folders against the root puts both in `reports/`."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        toml = folder / "pyproject.toml"
+        if toml.is_file() and 'name = "genlab"' in toml.read_text(errors="replace"):
+            return folder
+    return here
+
+
+def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Absolute folder to write the run into (the staging folder while the pipeline runs)."""
+    path = Path(run_dir).expanduser()
+    if not path.is_absolute():
+        path = project_root() / path
+    path = path.resolve()
+    staging = json.loads(os.environ.get(STAGING_ENV, "{}"))
+    return Path(staging.get(str(path), path))
+
+
+class RunFolder:
+    """Paths of one run. `artifacts/` holds checkpoints, the data spec and caches."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, create: bool = True):
+        self.given = str(run_dir)
+        self.path = resolve_run_dir(run_dir)
+        if create:
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.artifacts / "checkpoints"
+
+    @property
+    def model_ckpt(self) -> Path:
+        """The run's model, as the later notebooks audit it (copied from last/best by training)."""
+        return self.artifacts / "model.ckpt"
+
+    @property
+    def data_spec(self) -> Path:
+        return self.artifacts / "data_spec.json"
+
+    def require(self, path: Path, made_by: str) -> Path:
+        """A file an earlier notebook should have written, or a message saying which one."""
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} not found: run '{made_by}' for run_dir={self.given!r} first"
+            )
+        return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and `os.replace`: never a half file."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
