@@ -1,6 +1,7 @@
 """Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
 
     genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
+    genlab golden [train ...]
     genlab params [train]
 """
 
@@ -14,7 +15,8 @@ from typing import Any
 import yaml
 
 from genlab import params as P
-from genlab.pipeline import NOTEBOOKS, PipelineError, plan_run, run_pipeline
+from genlab.pipeline import (NOTEBOOKS, PipelineError, available_notebooks, plan_run,
+                             refresh_golden, run_pipeline)
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
     run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs")
+    gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
     show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
     args = parser.parse_args(argv)
@@ -67,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "params":
         for p in P.NOTEBOOK_PARAMS[args.notebook]:
             print(f"{p.name:24} {p.default!r:22} {p.expected():34} {p.doc}")
+        return 0
+    if args.command == "golden":
+        found = available_notebooks()
+        for short in args.only or list(found):
+            print(f"golden: {found[short]}")
+            refresh_golden(found[short])
         return 0
     try:
         only = _split_only(args.only)

@@ -190,3 +190,17 @@ def _merge_timings(path: Path, new: Mapping[str, Any]) -> None:
     current.update(new)
     current["python"] = sys.version.split()[0]
     atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True) + "\n")
+
+
+def refresh_golden(source: Path, *, progress: bool = True) -> None:
+    """Re-execute a committed notebook with its own defaults and store its outputs in place.
+
+    Its papermill metadata is dropped whole: the golden record holds outputs, not a run log."""
+    import nbformat
+    import papermill as pm
+
+    nb = pm.execute_notebook(str(source), str(source), kernel_name="python3",
+                             progress_bar=progress, cwd=str(source.parent), log_output=False)
+    normalize_notebook(nb)
+    nb.metadata.pop("papermill", None)
+    atomic_write_text(source, nbformat.writes(nb))

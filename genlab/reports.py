@@ -128,6 +128,11 @@ class Table:
         self.digits = digits
         self.columns = list(dict.fromkeys(k for r in self.rows for k in r))
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], title: str = "", digits: int = 4) -> "Table":
+        """A two-column (name, value) table: readable for long flat records."""
+        return cls([{"name": k, "value": v} for k, v in values.items()], title, digits)
+
     def _cell(self, value: Any) -> str:
         value = _plain(value)
         if isinstance(value, float):
@@ -153,9 +158,9 @@ class Table:
 
 
 def provenance_table(prov: Mapping[str, Any]) -> Table:
-    rows = [{"item": k, "value": v} for k, v in prov.items() if k != "parameters"]
-    rows += [{"item": f"param.{k}", "value": v} for k, v in prov["parameters"].items()]
-    return Table(rows, title="Provenance")
+    flat = {k: v for k, v in prov.items() if k != "parameters"}
+    flat.update({f"param.{k}": v for k, v in prov["parameters"].items()})
+    return Table.from_mapping(flat, title="Provenance")
 
 
 def use_report_style() -> None:
