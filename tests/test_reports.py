@@ -68,7 +68,7 @@ def test_normalize_notebook_strips_run_to_run_noise():
 
 def test_table_text_and_html():
     t = reports.Table([{"a": 1.234567, "b": "x<y"}, {"a": None}], title="T", digits=3)
-    assert repr(t).splitlines() == ["T", "a     b", "1.23  x<y", ""]
+    assert repr(t).split("\n") == ["T", "a     b", "1.23  x<y", ""]
     assert "x&lt;y" in t._repr_html_()
 
 
