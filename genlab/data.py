@@ -26,6 +26,10 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MIN_RECORDS = 10
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 class DataError(ValueError):
     """Bad input; the message names the file or parameter, what was expected and what was given."""
 
@@ -183,9 +187,11 @@ def _load_folder(path: Path, source: str) -> Dataset:
     for f in files:
         try:
             with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB"))
+                mode, a = im.mode, np.asarray(im.convert("RGB"))
         except Exception as e:
             raise DataError(f"{f}: cannot read as an image ({type(e).__name__}: {e})") from e
+        if mode in ("I", "I;16", "I;16B", "F"):  # convert("RGB") would clip these silently
+            raise DataError(f"{f}: expected 8-bit images, got Pillow mode {mode!r}; convert to 8 bits first")
         if arrays and a.shape != arrays[0].shape:
             raise DataError(f"{f}: all images must have the same size; {files[0].name} is "
                             f"{arrays[0].shape[1]}×{arrays[0].shape[0]}, this one is {a.shape[1]}×{a.shape[0]} (W×H)")
@@ -210,13 +216,13 @@ def make_pools(n: int, *, seed: int, val_frac: float = 0.1, holdout_a_frac: floa
     one record. `n_train` then keeps a seeded random subset of the members; the rest are "excluded",
     and val/holdouts do not depend on `n_train`.
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+    if not _is_int(n) or n < 1:
         raise DataError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     fracs = {"val_frac": val_frac, "holdout_a_frac": holdout_a_frac, "holdout_b_frac": holdout_b_frac}
     for name, v in fracs.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0 <= v < 1:
+        if not (_is_int(v) or isinstance(v, (float, np.floating))) or not 0 <= v < 1:
             raise DataError(f"{name} must be a number in [0, 1), got {v!r}")
     if sum(fracs.values()) >= 1:
         raise DataError(f"val_frac + holdout_a_frac + holdout_b_frac must be < 1 to leave members, "
@@ -247,7 +253,7 @@ def make_pools(n: int, *, seed: int, val_frac: float = 0.1, holdout_a_frac: floa
     excluded = np.empty(0, dtype=np.int64)
     if n_train is not None:
         available = len(pools["members"])
-        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or not 1 <= n_train <= available:
+        if not _is_int(n_train) or not 1 <= n_train <= available:
             raise DataError(f"n_train must be an integer in [1, {available}] (the members left after "
                             f"val and holdouts) or None, got {n_train!r}")
         keep = np.sort(rng.choice(pools["members"], size=int(n_train), replace=False))
@@ -350,9 +356,13 @@ class DataSpec:
             got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
             raise DataError(f"data spec {str(path)!r}: expected keys {sorted(expected)}, got {got}")
         spec = cls(**raw)
-        if not isinstance(spec.pools, dict) or _fingerprint(spec.data_sha256, spec.pools) != spec.fingerprint:
-            raise DataError(f"data spec {str(path)!r} is corrupt: its pools do not match its fingerprint "
-                            f"{spec.fingerprint}")
+        try:
+            intact = _fingerprint(spec.data_sha256, spec.pools) == spec.fingerprint
+        except (TypeError, ValueError, AttributeError):  # wrong types in an edited file
+            intact = False
+        if not intact:
+            raise DataError(f"data spec {str(path)!r} is corrupt: its pools do not match its "
+                            f"fingerprint {spec.fingerprint!r}")
         return spec
 
     def check_matches(self, ds: Dataset) -> None:
@@ -419,7 +429,7 @@ def quality_checks(ds: Dataset) -> list[QualityCheck]:
         checks.append(QualityCheck("class_balance", "ok", "no labels"))
     else:
         counts = np.bincount(ds.y, minlength=ds.n_classes or 0)
-        names = ds.class_names or [str(k) for k in range(len(counts))]
+        names = ds.class_names if len(ds.class_names or ()) == len(counts) else [str(k) for k in range(len(counts))]
         small, large = int(counts.argmin()), int(counts.argmax())
         share = counts / max(n, 1)
         status = "warn" if counts[small] < 0.2 * counts[large] or counts[small] < 5 else "ok"
@@ -468,9 +478,9 @@ class GenDataModule(lightning.LightningDataModule):
     def __init__(self, ds: Dataset, spec: DataSpec, *, batch_size: int = 64, num_workers: int = 0):
         super().__init__()
         spec.check_matches(ds)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not _is_int(batch_size) or batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        if not _is_int(num_workers) or num_workers < 0:
             raise DataError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.ds, self.spec, self.batch_size, self.num_workers = ds, spec, batch_size, num_workers
         self._x = torch.from_numpy(ds.x)

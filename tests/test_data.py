@@ -1,4 +1,7 @@
 """Tests for genlab.data: loaders, pools, fingerprints, data spec, quality checks, sampler, data module."""
+import json
+
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -398,3 +401,61 @@ def test_datamodule_unlabelled_and_mismatch():
         GenDataModule(other, DataSpec.build(ds, seed=1))
     with pytest.raises(DataError, match="batch_size"):
         GenDataModule(ds, DataSpec.build(ds, seed=1), batch_size=0)
+
+
+class _Recorder(lightning.LightningModule):
+    """Records the first feature of every training record, per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen = {}
+
+    def training_step(self, batch, _):
+        self.seen.setdefault(self.current_epoch, []).extend(batch[0][:, 0].tolist())
+        return (self.w * batch[0][:, 0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.filterwarnings("ignore:.*validation_step", "ignore:.*LeafSpec")
+def test_lightning_order_per_epoch_and_after_resume(tmp_path):
+    """Lightning calls set_epoch: each epoch's order is the sampler's, also after resuming."""
+    ds = Dataset("toy", "t", np.arange(60, dtype=np.float32)[:, None].repeat(2, 1))
+    spec = DataSpec.build(ds, seed=2)
+    opts = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1)
+
+    full = _Recorder()
+    lightning.Trainer(max_epochs=2, **opts).fit(full, GenDataModule(ds, spec, batch_size=7))
+    members = spec.pool("members")
+    for epoch in (0, 1):
+        sampler = EpochSeededSampler(len(members), spec.seed)
+        sampler.set_epoch(epoch)
+        assert full.seen[epoch] == members[list(sampler)].tolist()
+
+    first = lightning.Trainer(max_epochs=1, **opts)
+    first.fit(_Recorder(), GenDataModule(ds, spec, batch_size=7))
+    first.save_checkpoint(tmp_path / "e1.ckpt")
+    resumed = _Recorder()
+    lightning.Trainer(max_epochs=2, **opts).fit(resumed, GenDataModule(ds, spec, batch_size=7),
+                                                 ckpt_path=tmp_path / "e1.ckpt")
+    assert resumed.seen[1] == full.seen[1]
+
+
+def test_sixteen_bit_images_rejected(tmp_path):
+    for k in range(12):
+        Image.fromarray(np.full((4, 4), 1000 * k, dtype=np.uint16)).save(tmp_path / f"{k:02d}.png")
+    with pytest.raises(DataError, match="8-bit"):
+        load_dataset(tmp_path)
+
+
+def test_spec_load_wrong_types(digits, tmp_path):
+    path = tmp_path / "spec.json"
+    DataSpec.build(digits, seed=0).save(path)
+    raw = json.loads(path.read_text())
+    raw["pools"] = {"members": "abc"}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="corrupt"):
+        DataSpec.load(path)
