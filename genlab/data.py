@@ -201,7 +201,7 @@ def _load_folder(path: Path, source: str) -> Dataset:
     gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
     x = (rgb[..., :1] if gray else rgb).transpose(0, 3, 1, 2)
     _check_images(x, source)
-    return Dataset(path.name, source, x.astype(np.float32) / 255.0, y, class_names)
+    return Dataset(path.resolve().name, source, x.astype(np.float32) / 255.0, y, class_names)  # "." has no .name
 
 
 # ----------------------------------------------------------------------------- pools

@@ -210,6 +210,8 @@ def test_png_flat_folder_rgb(tmp_path):
     _png(tmp_path / "10.jpg", size=(3, 3), mode="RGB", value=(255, 255, 255))
     ds = load_dataset(tmp_path)
     assert ds.x.shape == (11, 3, 3, 3) and ds.y is None and ds.class_names is None
+    red = np.round(ds.x[:, 0, 0, 0] * 255)  # sorted by name: 0, 1, 10.jpg, 2, ..., 9
+    assert ds.name == tmp_path.name and red[[0, 1, *range(3, 11)]].tolist() == list(range(10)) and red[2] > 250
 
 
 def _write(tmp_path, case):
@@ -459,3 +461,19 @@ def test_spec_load_wrong_types(digits, tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(DataError, match="corrupt"):
         DataSpec.load(path)
+
+
+@pytest.mark.parametrize("mode, channels", [("1", 1), ("L", 1), ("P-gray", 1), ("P-colour", 3), ("RGB", 3)])
+def test_folder_channels_follow_colour(tmp_path, mode, channels):
+    for k in range(10):
+        im = Image.fromarray(np.full((3, 3), 20 * k, dtype=np.uint8))
+        if mode.startswith("P"):
+            im = im.convert("P")
+            if mode == "P-colour":
+                im.putpalette([255, 0, 0] * 256)
+        elif mode == "RGB":
+            im = Image.new("RGB", (3, 3), (k, 2 * k, 0))
+        else:
+            im = im.convert(mode)
+        im.save(tmp_path / f"{k}.png")
+    assert load_dataset(tmp_path).x.shape == (10, channels, 3, 3)
