@@ -1,0 +1,144 @@
+"""Generative adversarial network (Goodfellow et al. 2014) as a LightningModule.
+
+- Generator: the decoder backbone (``arch`` "mlp" or "conv"), output ``sigmoid`` for images
+  ``(C, H, W)`` (pixels in [0, 1]) and identity for real-valued data such as the 2-D toy sets.
+- Discriminator: the encoder backbone with spectral normalisation on every layer (Miyato et al.
+  2018), no gradient penalty and no BatchNorm (DP-SGD friendly); it returns logits.
+- Loss: non-saturating logistic loss. ``L_D = softplus(-D(x)) + softplus(D(G(z)))``,
+  ``L_G = softplus(-D(G(z)))``. Manual optimisation: one discriminator step per batch and a
+  generator step every ``n_critic`` batches. Training noise comes from the global torch RNG (so a
+  seeded run is reproducible and the training callback can checkpoint the RNG).
+- Logged per epoch: ``train_loss_d``, ``train_loss_g`` (means over records).
+- Validation: ``val_loss`` is the discriminator's loss on the real validation records against as
+  many generated records, whose noise for batch ``i`` comes from a private generator seeded with
+  ``VAL_SEED + i`` (a deterministic function of the weights). Also ``val_d_real`` / ``val_d_fake``:
+  the mean probability D gives real / generated records. Note that a *lower* ``val_loss`` means a
+  discriminator that separates better, i.e. not necessarily a better generator; use it for
+  checkpoint selection with that in mind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ._common import EpochMeans, eval_no_grad, randn, seeded
+from .backbones import build_decoder, build_encoder, check_arch, check_data_shape
+
+
+class GAN(L.LightningModule):
+    """Spectral-norm GAN with an MLP or conv generator/discriminator following ``data_shape``."""
+
+    model_kind = "gan"
+    VAL_SEED = 20_240_602
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        latent_dim: int = 16,
+        arch: str = "mlp",
+        width: int = 256,
+        depth: int = 2,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        beta1: float = 0.5,
+        n_critic: int = 1,
+    ):
+        super().__init__()
+        data_shape = check_data_shape(data_shape)
+        check_arch(arch, data_shape)
+        for name, v in (("latent_dim", latent_dim), ("width", width), ("depth", depth), ("n_critic", n_critic)):
+            if int(v) != v or v < (0 if name == "depth" else 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name, v in (("lr_g", lr_g), ("lr_d", lr_d)):
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+        if not 0 <= beta1 < 1:
+            raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
+        self.automatic_optimization = False
+        # plain types only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(dict(
+            model_kind=self.model_kind, data_shape=data_shape, latent_dim=int(latent_dim), arch=str(arch),
+            width=int(width), depth=int(depth), lr_g=float(lr_g), lr_d=float(lr_d), beta1=float(beta1),
+            n_critic=int(n_critic),
+        ))
+        self.data_shape = tuple(data_shape)
+        self.latent_dim = int(latent_dim)
+        self.is_image = len(data_shape) == 3
+        self.generator = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
+        self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth), spectral_norm=True)
+        self._means = EpochMeans()
+
+    # ---------------------------------------------------------------- model
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Generator output for noise ``z`` ``(N, latent_dim)`` → ``(N, *data_shape)``."""
+        out = self.generator(z)
+        return torch.sigmoid(out) if self.is_image else out
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits ``(N,)`` (positive = "real")."""
+        return self.discriminator(x).squeeze(1)
+
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` generated records ``(n, *data_shape)``.
+
+        ``seed`` draws z from a private generator (same seed → same samples, global RNG untouched);
+        ``None`` uses the global torch RNG. Eval mode and no gradients; the mode is restored.
+        """
+        z = randn((int(n), self.latent_dim), seeded(seed), self.device)
+        with eval_no_grad(self):
+            return self.generate(z)
+
+    def _d_loss(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # one pass over real and fake together (one spectral-norm power iteration per D step)
+        logits = self.discriminate(torch.cat([x, fake]))
+        d_real, d_fake = logits[: x.shape[0]], logits[x.shape[0]:]
+        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean(), d_real, d_fake
+
+    # ------------------------------------------------------------ lightning
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=(hp.beta1, 0.999))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=(hp.beta1, 0.999))
+        return [opt_g, opt_d]
+
+    def on_train_epoch_start(self) -> None:
+        self._means.reset("train")
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        n = x.shape[0]
+        opt_g, opt_d = self.optimizers()
+        fake = self.generate(randn((n, self.latent_dim), None, x.device))
+
+        loss_d, _, _ = self._d_loss(x, fake.detach())
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self._means.add("train", n, loss_d=loss_d)
+
+        if batch_idx % self.hparams.n_critic == 0:
+            loss_g = F.softplus(-self.discriminate(fake)).mean()
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+            self._means.add("train", n, loss_g=loss_g)
+
+    def on_train_epoch_end(self) -> None:
+        self._means.log(self, "train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._means.reset("val")
+
+    def validation_step(self, batch, batch_idx):
+        x = batch[0]
+        z = randn((x.shape[0], self.latent_dim), seeded(self.VAL_SEED + batch_idx), x.device)
+        loss, d_real, d_fake = self._d_loss(x, self.generate(z))
+        self._means.add("val", x.shape[0], loss=loss, d_real=torch.sigmoid(d_real).mean(),
+                        d_fake=torch.sigmoid(d_fake).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        self._means.log(self, "val")
