@@ -1,0 +1,119 @@
+"""Training-loop overhead: an epoch of the default VAE under the notebook's Trainer vs plain PyTorch.
+
+Both sides train the same model class on the same digits members pool with the same data loaders
+(batch 64) and then run the same validation pass; the Trainer side uses `training.build_trainer`
+exactly as `01_train.ipynb` does (checkpoints every epoch included). Epochs alternate between the
+two sides so machine load hits both alike; medians are reported.
+
+    python benchmarks/train_overhead.py [--epochs 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from genlab import data, experiment, params, training
+
+VAL_SEED = 10_000
+
+
+class EpochTimer(L.Callback):
+    """Epoch wall times, start to start: validation and the per-epoch checkpoint included."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.stamps.append(time.perf_counter())
+
+    def on_fit_end(self, trainer, pl_module):
+        self.stamps.append(time.perf_counter())
+
+    @property
+    def times(self) -> list[float]:
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+
+
+def plain_epoch(model, optimizer, train_loader, val_loader, epoch: int) -> float:
+    """The same work as VAE.training_step / validation_step, without a framework."""
+    t0 = time.perf_counter()
+    train_loader.sampler.set_epoch(epoch)
+    model.train()
+    total, count = torch.zeros(()), 0
+    for x, _ in train_loader:
+        rec, kl = model.loss_terms(x)
+        loss = (rec + model.hparams.beta * kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(x)
+        count += len(x)
+    model.eval()
+    with torch.no_grad():
+        val = torch.zeros(())
+        for i, (x, _) in enumerate(val_loader):
+            gen = torch.Generator().manual_seed(VAL_SEED + i)
+            rec, kl = model.loss_terms(x, gen)
+            val += (rec + model.hparams.beta * kl).mean() * len(x)
+    float(total / count), float(val)  # one sync per epoch, as the Lightning side logs once
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--blocks", type=int, default=5, help="alternating blocks per side")
+    ap.add_argument("--block-epochs", type=int, default=4)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    training.quiet_lightning()
+    torch.set_num_threads(torch.get_num_threads())
+
+    p = params.defaults("train")
+    ds = data.load_dataset(p["dataset"])
+    spec = data.DataSpec.build(ds, seed=p["seed"])
+    dm = data.GenDataModule(ds, spec, batch_size=p["batch_size"])
+    dm.setup("fit")
+    steps = len(dm.train_dataloader())
+
+    training.seed_everything(0)
+    lit_model = experiment.model_from_params(p, ds.data_shape)
+    training.seed_everything(0)
+    plain_model = experiment.model_from_params(p, ds.data_shape)
+    optimizer = plain_model.configure_optimizers()
+    train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
+
+    lit_times, plain_times = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for block in range(args.blocks):  # alternate blocks: Lightning epochs, plain epochs
+            timer = EpochTimer()
+            end = (block + 1) * args.block_epochs
+            cfg = training.TrainConfig(max_epochs=end, batch_size=p["batch_size"])
+            trainer = training.build_trainer(cfg, Path(tmp), callbacks=[timer])
+            ckpt = Path(tmp) / "last.ckpt"
+            trainer.fit(lit_model, datamodule=dm, weights_only=True,
+                        ckpt_path=str(ckpt) if ckpt.exists() else None)
+            lit_times += timer.times[1:]  # an epoch after a restore is not typical
+            plain_times += [plain_epoch(plain_model, optimizer, train_loader, val_loader, e)
+                            for e in range(end - args.block_epochs, end)][1:]
+    lit, plain = statistics.median(lit_times), statistics.median(plain_times)
+    result = {
+        "steps_per_epoch": steps, "epochs_timed": len(lit_times),
+        "lightning_ms_per_step": round(1000 * lit / steps, 3),
+        "plain_ms_per_step": round(1000 * plain / steps, 3),
+        "ratio": round(lit / plain, 3), "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
