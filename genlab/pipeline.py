@@ -172,7 +172,7 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
         else:
             os.environ[STAGING_ENV] = previous_env
 
-    write_index(staging, list(NOTEBOOKS.values()))
+    write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
     old = staging.with_name(staging.name + ".old")
     if plan.final_dir.exists():
         plan.final_dir.rename(old)

@@ -204,8 +204,11 @@ def export_html(nb, title: str) -> str:
 
 
 # --------------------------------------------------------------------------- run front page
-def write_index(run_dir: Path, notebooks: Sequence[str]) -> Path:
-    """`index.html`: links to each report with its flat headline numbers."""
+def write_index(run_dir: Path, notebooks: Sequence[str], name: str | None = None) -> Path:
+    """`index.html`: links to each report with its flat headline numbers.
+
+    `name` is the run's name (the folder may still be a staging folder with another name)."""
+    name = name or run_dir.name
     sections = []
     for name in notebooks:
         js = run_dir / f"{name}.json"
@@ -220,10 +223,10 @@ def write_index(run_dir: Path, notebooks: Sequence[str]) -> Path:
         sections.append(f'<h2><a href="{name}.html">{html.escape(name)}</a></h2>{table}')
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>genlab run {html.escape(run_dir.name)}</title>"
+        f"<title>genlab run {html.escape(name)}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
-        f"</head><body><h1>genlab run: {html.escape(run_dir.name)}</h1>"
+        f"</head><body><h1>genlab run: {html.escape(name)}</h1>"
         + "".join(sections) + "</body></html>\n"
     )
     out = run_dir / "index.html"

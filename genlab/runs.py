@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 STAGING_ENV = "GENLAB_STAGING"  # JSON {"<final abs path>": "<staging abs path>"}
+_UMASK = os.umask(0)  # read once (there is no getter), restored at once
+os.umask(_UMASK)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -87,6 +89,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
