@@ -94,3 +94,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def resolve_input(path: str | None) -> str | None:
+    """An input path (data, checkpoint) as given, else relative to the project root.
+
+    `reports/x/artifacts/model.ckpt` then works from JupyterLab (cwd notebooks/) as from the
+    command line. A path found nowhere comes back unchanged, so the error names what was given."""
+    if path is None or Path(path).expanduser().exists() or Path(path).is_absolute():
+        return path
+    candidate = project_root() / path
+    return str(candidate) if candidate.exists() else path

@@ -67,3 +67,28 @@ def test_papermill_by_hand_rejects_unknown_parameter(tmp_path):
         pm.execute_notebook(str(source), str(tmp_path / "out.ipynb"), kernel_name="python3",
                             parameters={"max_epoch": 3, "run_dir": str(tmp_path / "run")},
                             progress_bar=False)
+
+
+@pytest.mark.slow
+def test_resume_and_init_from_write_new_run_folders(tmp_path):
+    import json
+
+    reports = tmp_path / "rep"
+    assert genlab(*FAST, "--only", "train", "--name", "src", reports=reports).returncode == 0
+    src = reports / "src"
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    last = src / "artifacts" / "checkpoints" / "last.ckpt"
+
+    resumed = genlab(*FAST, "-p", "max_epochs=5", "-p", f"resume_from={last}", "--only",
+                     "train", "--name", "more", reports=reports)
+    assert resumed.returncode == 0, resumed.stderr
+    doc = json.loads((reports / "more" / "01_train.json").read_text())
+    assert doc["epochs_run"] == 5  # 3 restored from the checkpoint's history + 2 new
+
+    tuned = genlab(*FAST, "-p", f"init_from={src / 'artifacts' / 'model.ckpt'}", "--only",
+                   "train", "--name", "ft", reports=reports)
+    assert tuned.returncode == 0, tuned.stderr
+    ft = json.loads((reports / "ft" / "01_train.json").read_text())
+    scratch = json.loads((src / "01_train.json").read_text())
+    assert ft["final_val_loss"] < scratch["final_val_loss"]  # 3 more epochs from trained weights
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
