@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,9 +201,9 @@ class RunCheckpoint(Checkpoint):
         if improved:
             self.best_score, self.best_epoch = row[self.monitor], row["epoch"]
         if self.dirpath is not None:
-            if improved:
-                trainer.save_checkpoint(self.best_path, weights_only=False)
             trainer.save_checkpoint(self.last_path, weights_only=False)
+            if improved and trainer.is_global_zero:  # same content: copy, do not serialise twice
+                shutil.copyfile(self.last_path, self.best_path)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,7 @@ KINDS = ["vae", "gan"]
 SMALL = dict(width=64, depth=1, latent_dim=8)
 
 quiet_lightning()
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
 
 @pytest.fixture(scope="module")
