@@ -35,6 +35,7 @@ provided data shuffling draws from the global torch RNG or from a sampler seeded
 from __future__ import annotations
 
 import logging
+import os
 import math
 import random
 import shutil
@@ -185,15 +186,20 @@ class RunCheckpoint(Checkpoint):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._val_row = {}
 
+    @staticmethod
+    def _metrics(trainer, pl_module, prefix: str) -> dict[str, float]:
+        # logged metrics plus the model's unlogged epoch means (genlab models: ``epoch_metrics``)
+        found = {**trainer.callback_metrics, **getattr(pl_module, "epoch_metrics", {})}
+        return {k: _float(v) for k, v in sorted(found.items()) if k.startswith(prefix)}
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        self._val_row = {k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        self._val_row = self._metrics(trainer, pl_module, "val_")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        metrics = trainer.callback_metrics
         row: dict[str, float] = {"epoch": trainer.current_epoch}
-        row.update({k: _float(v) for k, v in metrics.items() if k.startswith("train_")})
+        row.update(self._metrics(trainer, pl_module, "train_"))
         row.update(self._val_row)
         self._val_row = {}
         self.history.append(row)
@@ -201,8 +207,22 @@ class RunCheckpoint(Checkpoint):
         if improved:
             self.best_score, self.best_epoch = row[self.monitor], row["epoch"]
         if self.dirpath is not None:
-            trainer.save_checkpoint(self.last_path, weights_only=False)
-            if improved and trainer.is_global_zero:  # same content: copy, do not serialise twice
+            self._save(trainer, improved)
+
+    def _save(self, trainer, improved: bool) -> None:
+        # last.ckpt is written to a temporary name and renamed (atomic, and a new inode each
+        # epoch), so best.ckpt can be a hard link to it instead of a second serialisation
+        # (a copy where the file system has no hard links).
+        tmp = self.dirpath / (LAST_CKPT + ".tmp")
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if not trainer.is_global_zero:
+            return
+        os.replace(tmp, self.last_path)
+        if improved:
+            self.best_path.unlink(missing_ok=True)
+            try:
+                os.link(self.last_path, self.best_path)
+            except OSError:
                 shutil.copyfile(self.last_path, self.best_path)
 
     def state_dict(self) -> dict[str, Any]:

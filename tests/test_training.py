@@ -73,15 +73,17 @@ def test_fit_writes_checkpoints_and_history(kind, digits, tmp_path):
     assert res.best_ckpt == tmp_path / "ck" / "best.ckpt" and res.best_ckpt.is_file()
     assert res.epochs_run == 2 and not res.stopped_early
     assert [r["epoch"] for r in res.history] == [0, 1]
-    train_keys = {"train_loss"} if kind == "vae" else {"train_loss_d", "train_loss_g"}
+    keys = ({"train_loss", "val_loss", "val_rec", "val_kl"} if kind == "vae" else
+            {"train_loss_d", "train_loss_g", "val_loss", "val_d_real", "val_d_fake"})
     for row in res.history:
-        assert train_keys | {"val_loss"} <= row.keys()
+        assert keys <= row.keys()
         assert all(isinstance(v, (int, float)) for v in row.values())
     vals = [r["val_loss"] for r in res.history]
     assert res.best_val_loss == min(vals) and res.final_val_loss == vals[-1]
     assert res.history[res.best_epoch]["val_loss"] == res.best_val_loss
     if kind == "gan":
         assert 0 < res.history[-1]["val_d_real"] < 1
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["best.ckpt", "last.ckpt"]
     # the checkpoint loads with weights_only=True and carries the history
     ckpt = torch.load(res.last_ckpt, weights_only=True)
     assert ckpt["callbacks"]["genlab.RunCheckpoint"]["history"] == res.history

@@ -34,6 +34,7 @@ class GAN(L.LightningModule):
 
     model_kind = "gan"
     VAL_SEED = 20_240_602
+    LOGGED = ("train_loss_d", "train_loss_g", "val_loss", "val_d_real")  # through self.log (callback_metrics)
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class GAN(L.LightningModule):
         self.generator = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
         self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth), spectral_norm=True)
         self._means = EpochMeans()
+        self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
     # ---------------------------------------------------------------- model
     def generate(self, z: torch.Tensor) -> torch.Tensor:
@@ -128,7 +130,7 @@ class GAN(L.LightningModule):
             self._means.add("train", n, loss_g=loss_g)
 
     def on_train_epoch_end(self) -> None:
-        self._means.log(self, "train")
+        self._means.log(self, "train", self.LOGGED)
 
     def on_validation_epoch_start(self) -> None:
         self._means.reset("val")
@@ -141,4 +143,4 @@ class GAN(L.LightningModule):
                         d_fake=torch.sigmoid(d_fake).mean())
 
     def on_validation_epoch_end(self) -> None:
-        self._means.log(self, "val")
+        self._means.log(self, "val", self.LOGGED)

@@ -42,6 +42,7 @@ class VAE(L.LightningModule):
 
     model_kind = "vae"
     VAL_SEED = 20_240_601
+    LOGGED = ("train_loss", "val_loss")  # through self.log (callback_metrics)
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class VAE(L.LightningModule):
         if likelihood == "gaussian":
             self.log_var_x = torch.nn.Parameter(torch.zeros(flat_dim(data_shape)))
         self._means = EpochMeans()
+        self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
     # ---------------------------------------------------------------- model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +157,7 @@ class VAE(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self._means.log(self, "train")
+        self._means.log(self, "train", self.LOGGED)
 
     def on_validation_epoch_start(self) -> None:
         self._means.reset("val")
@@ -167,4 +169,4 @@ class VAE(L.LightningModule):
         self._means.add("val", x.shape[0], loss=(rec + self.hparams.beta * kl).mean(), rec=rec.mean(), kl=kl.mean())
 
     def on_validation_epoch_end(self) -> None:
-        self._means.log(self, "val")
+        self._means.log(self, "val", self.LOGGED)
