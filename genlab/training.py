@@ -39,6 +39,7 @@ import os
 import math
 import random
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
 __all__ = [
@@ -190,7 +192,7 @@ class RunCheckpoint(Checkpoint):
     def _metrics(trainer, pl_module, prefix: str) -> dict[str, float]:
         # logged metrics plus the model's unlogged epoch means (genlab models: ``epoch_metrics``)
         found = {**trainer.callback_metrics, **getattr(pl_module, "epoch_metrics", {})}
-        return {k: _float(v) for k, v in sorted(found.items()) if k.startswith(prefix)}
+        return {sys.intern(k): _float(v) for k, v in sorted(found.items()) if k.startswith(prefix)}
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -234,7 +236,8 @@ class RunCheckpoint(Checkpoint):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(r) for r in state_dict["history"]]
+        # interned keys: the pickled history is then byte-identical to an uninterrupted run's
+        self.history = [{sys.intern(k): v for k, v in r.items()} for r in state_dict["history"]]
         self.best_score = float(state_dict["best_score"])
         self.best_epoch = int(state_dict["best_epoch"])
         # Lightning restores callbacks before it builds the train iterator: the shuffling and the
@@ -281,6 +284,12 @@ def _loader_kwargs(datamodule, train_dataloaders=None, val_dataloaders=None) -> 
     return {"train_dataloaders": train_dataloaders, "val_dataloaders": val_dataloaders}
 
 
+def _has_val_data(datamodule, val_dataloaders) -> bool:
+    if datamodule is not None:
+        return is_overridden("val_dataloader", datamodule)
+    return val_dataloaders is not None
+
+
 def fit(
     model: L.LightningModule,
     datamodule: L.LightningDataModule | None = None,
@@ -312,7 +321,8 @@ def fit(
     vals = [r[MONITOR] for r in history if MONITOR in r]
     if history and MONITOR in history[-1]:
         final_val = history[-1][MONITOR]
-    elif history:  # the last epoch had no validation check: evaluate the final weights
+    elif history and _has_val_data(datamodule, val_dataloaders):
+        # the last epoch had no validation check: evaluate the final weights
         final_val = validation_loss(model, datamodule, cfg=cfg, val_dataloaders=val_dataloaders)
     else:
         final_val = math.nan
