@@ -7,7 +7,7 @@ Likelihoods
   ``sample`` return the probabilities ``sigmoid(logits)``.
 - ``"gaussian"`` (real-valued data such as the 2-D toy sets): ``N(x; decoder(z), diag σ²)`` with a
   *learned* per-dimension log-variance ``log_var_x`` (one parameter per data dimension, shared by
-  all records, clamped to ≥ -9). It adapts to the scale of the data, so no hand-tuned weight
+  all records, clamped to ≥ -9, initialised to -4). It adapts to the scale of the data, so no hand-tuned weight
   between reconstruction and KL is needed. The NLL is a density in nats and can be negative.
   ``decode`` and ``sample`` return the mean (no observation noise added).
 - ``"auto"``: Bernoulli for image shapes ``(C, H, W)``, Gaussian otherwise.
@@ -35,6 +35,9 @@ from .backbones import build_decoder, build_encoder, check_arch, check_data_shap
 
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
+# initial observation log-variance (σ ≈ 0.14): small, so the latent code is used from the start
+# instead of explaining the data as noise (posterior collapse); learned afterwards
+LOG_VAR_X_INIT = -4.0
 
 
 class VAE(L.LightningModule):
@@ -80,7 +83,7 @@ class VAE(L.LightningModule):
         self.encoder = build_encoder(arch, data_shape, 2 * self.latent_dim, int(width), int(depth))
         self.decoder = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
         if likelihood == "gaussian":
-            self.log_var_x = torch.nn.Parameter(torch.zeros(flat_dim(data_shape)))
+            self.log_var_x = torch.nn.Parameter(torch.full((flat_dim(data_shape),), LOG_VAR_X_INIT))
         self._means = EpochMeans()
         self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
