@@ -7,8 +7,9 @@ Likelihoods
   ``sample`` return the probabilities ``sigmoid(logits)``.
 - ``"gaussian"`` (real-valued data such as the 2-D toy sets): ``N(x; decoder(z), diag σ²)`` with a
   *learned* per-dimension log-variance ``log_var_x`` (one parameter per data dimension, shared by
-  all records, clamped to ≥ -9, initialised to -4). It adapts to the scale of the data, so no hand-tuned weight
-  between reconstruction and KL is needed. The NLL is a density in nats and can be negative.
+  all records, clamped to ≥ -9, initialised to -4 so that the latent code is used from the
+  start). It adapts to the scale of the data, so no hand-tuned weight between reconstruction and
+  KL is needed. The NLL is a density in nats and can be negative.
   ``decode`` and ``sample`` return the mean (no observation noise added).
 - ``"auto"``: Bernoulli for image shapes ``(C, H, W)``, Gaussian otherwise.
 
