@@ -32,6 +32,11 @@ NOTEBOOKS = {
 }
 
 
+# The kernel's own start-up warnings (loopback TCP transport) would break into the progress line;
+# its errors still show, and the notebook's outputs are unaffected.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
 class PipelineError(RuntimeError):
     """A notebook failed; the message says which, where its output was kept, and the error."""
 
@@ -113,7 +118,7 @@ def _execute(step: Step, staging: Path, root: Path, progress: bool) -> dict[str,
     try:
         nb = pm.execute_notebook(str(step.source), str(out), parameters=step.parameters,
                                  kernel_name="python3", progress_bar=progress, cwd=str(root),
-                                 log_output=False)
+                                 log_output=False, extra_arguments=list(KERNEL_ARGS))
     except BaseException as exc:  # keep the executed notebook, whatever stopped it
         if out.exists():
             out.rename(staging / f"{step.stem}.failed.ipynb")
@@ -200,7 +205,8 @@ def refresh_golden(source: Path, *, progress: bool = True) -> None:
     import papermill as pm
 
     nb = pm.execute_notebook(str(source), str(source), kernel_name="python3",
-                             progress_bar=progress, cwd=str(source.parent), log_output=False)
+                             progress_bar=progress, cwd=str(source.parent), log_output=False,
+                             extra_arguments=list(KERNEL_ARGS))
     normalize_notebook(nb)
     nb.metadata.pop("papermill", None)
     atomic_write_text(source, nbformat.writes(nb))
