@@ -1,0 +1,343 @@
+"""Sample-quality metrics on feature arrays, each with a confidence interval by subsampling.
+
+All functions take float arrays N×d (features from `genlab.features`) and return plain floats.
+Conventions that matter for reading the numbers:
+
+- **Fréchet distance** in float64: Σ₁ = LLᵀ (Cholesky) and tr√(Σ₁Σ₂) = Σ √eig(LᵀΣ₂L), a
+  symmetric eigenproblem (~3× faster than the general `eigvals(Σ₁Σ₂)` torchmetrics uses, and
+  equal to 1e-12). When Σ₁ is singular (constant pixels, dead ReLU units, d > n: normal) an
+  eigh-based PSD square root replaces L. FD is biased upward at finite n (≈ tr-terms / n), so
+  it is only comparable at equal sample sizes: every point estimate and its CI are computed at the
+  same stated m, and FD∞ (Chong & Forsyth 2020) extrapolates FD(N) linearly in 1/N to N → ∞.
+- **KID**: unbiased MMD² with the cubic polynomial kernel k(x,y) = (xᵀy/d + 1)³ (Bińkowski 2018);
+  unbiased, so it works at any subset size ≥ 2 (torchmetrics' default needs 1000).
+- **Precision / recall / density / coverage** (Kynkäänniemi 2019; Naeem 2020), bit-for-bit the
+  `prdc` package's decisions, but in row chunks (memory ~ chunk × n instead of three n×n
+  matrices) and in squared distances with exact per-radius thresholds (no square roots).
+- **Authenticity** (after Alaa et al. 2022): share of samples that are *not* closer to their
+  nearest member than that member is to its own nearest other member; copies score 0.
+- **Confidence intervals**: `subsample_ci` draws seeded subsets *without* replacement (bootstrap
+  with replacement duplicates records, which inflates FD and breaks nearest-neighbour metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["MetricInputError", "Estimate", "check_features", "feature_stats",
+           "frechet_distance_from_stats", "frechet_distance", "fd_curve", "fd_infinity",
+           "mmd2_poly", "kid", "inception_score", "prdc", "authenticity", "subsample_ci"]
+
+
+class MetricInputError(ValueError):
+    """Bad input to a metric: the message names the argument, what was expected and given."""
+
+
+def check_features(f, name: str = "features", min_n: int = 2) -> np.ndarray:
+    """float64 C-contiguous N×d with N ≥ min_n and only finite values, or a clear error.
+
+    A NaN would otherwise flow silently into every mean and covariance."""
+    a = np.asarray(f)
+    if a.ndim != 2:
+        raise MetricInputError(f"{name}: expected a 2-D array N×d, got shape {a.shape}")
+    if len(a) < min_n:
+        raise MetricInputError(f"{name}: expected at least {min_n} rows, got {len(a)}")
+    if a.shape[1] < 1:
+        raise MetricInputError(f"{name}: expected at least 1 feature column, got {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise MetricInputError(f"{name}: expected finite values, got "
+                               f"{int((~np.isfinite(a)).sum())} NaN/inf")
+    return a
+
+
+def _same_dim(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise MetricInputError(f"{na} and {nb}: expected the same feature dimension, got "
+                               f"{a.shape[1]} and {b.shape[1]}")
+
+
+# ----------------------------------------------------------------------------- Fréchet
+def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased (n−1) covariance in float64 (torchmetrics uses the same estimator)."""
+    a = check_features(f)
+    mu = a.mean(axis=0)
+    c = a - mu
+    return mu, (c.T @ c) / (len(a) - 1)  # numpy runs aᵀa as a symmetric rank-k update
+
+
+def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr √(Σ₁Σ₂) = Σ √λ(RᵀΣ₂R) for any R with RRᵀ = Σ₁ (the eigenvalues of Σ₁Σ₂)."""
+    try:
+        r = np.linalg.cholesky(s1)
+    except np.linalg.LinAlgError:  # singular Σ₁: symmetric PSD square root
+        w, v = np.linalg.eigh(s1)
+        # eigenvalues at rounding level are zeros: their roots (~1e-8) would add up to noise
+        w[w < np.finfo(float).eps * len(w) * max(w.max(), 0.0)] = 0.0
+        r = v * np.sqrt(w)
+    m = r.T @ s2 @ r
+    lam = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
+
+
+def frechet_distance_from_stats(mu1, s1, mu2, s2) -> float:
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
+        raise MetricInputError(f"Fréchet statistics: expected means (d,) and covariances (d, d) "
+                               f"of one d, got {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
+    diff = mu1 - mu2
+    fd = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * _trace_sqrt_product(s1, s2)
+    return float(max(fd, 0.0))  # rounding can leave -1e-13 for identical sets
+
+
+def frechet_distance(f1, f2) -> float:
+    """FD between two feature sets (Heusel et al. 2017), float64.
+
+    With fewer records than features (both covariances singular) the trace term comes from the
+    small n₁×n₂ cross-Gram matrix instead: with Σ = AᵀA/(n−1) for centred data A, the
+    eigenvalues of Σ₁Σ₂ are the squared singular values of A₁A₂ᵀ/√((n₁−1)(n₂−1)), so
+    tr√(Σ₁Σ₂) is its nuclear norm: exact where eigenvalue routes add ~√eps noise per zero
+    eigenvalue, and cheaper."""
+    a, b = check_features(f1, "f1"), check_features(f2, "f2")
+    _same_dim(a, b, "f1", "f2")
+    if min(len(a), len(b)) > a.shape[1]:
+        return frechet_distance_from_stats(*feature_stats(a), *feature_stats(b))
+    mu1, mu2 = a.mean(0), b.mean(0)
+    ac, bc = a - mu1, b - mu2
+    scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+    trace_sqrt = np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / scale
+    diff = mu1 - mu2
+    fd = (diff @ diff + np.einsum("ij,ij->", ac, ac) / (len(a) - 1)
+          + np.einsum("ij,ij->", bc, bc) / (len(b) - 1) - 2.0 * trace_sqrt)
+    return float(max(fd, 0.0))
+
+
+def fd_curve(f1, f2, ns: Sequence[int], *, draws: int = 5, seed: int = 0) -> np.ndarray:
+    """FD at each N in `ns` (both sets subsampled to N without replacement), draws × len(ns)."""
+    a, b = check_features(f1, "f1"), check_features(f2, "f2")
+    _same_dim(a, b, "f1", "f2")
+    ns = [int(n) for n in ns]
+    if min(ns) < 2 or max(ns) > min(len(a), len(b)):
+        raise MetricInputError(f"ns: expected sizes in [2, {min(len(a), len(b))}], got {ns}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((draws, len(ns)))
+    for i in range(draws):
+        for j, n in enumerate(ns):
+            out[i, j] = frechet_distance(a[rng.choice(len(a), n, replace=False)],
+                                         b[rng.choice(len(b), n, replace=False)])
+    return out
+
+
+def fd_infinity(f1, f2, *, n_points: int = 8, draws: int = 10, seed: int = 0,
+                level: float = 0.95) -> dict:
+    """FD∞: intercept of a least-squares line FD(N) = FD∞ + slope/N (Chong & Forsyth 2020).
+
+    N runs over `n_points` sizes from a quarter of the smaller set to all of it. The point
+    estimate fits the mean curve; the CI is the spread of per-draw fits."""
+    n_max = min(len(f1), len(f2))
+    ns = np.unique(np.linspace(max(2, n_max // 4), n_max, n_points).round().astype(int))
+    if len(ns) < 2:
+        raise MetricInputError(f"FD∞ needs at least 2 distinct sample sizes, got n={n_max}")
+    curves = fd_curve(f1, f2, ns, draws=draws, seed=seed)
+    design = np.stack([np.ones(len(ns)), 1.0 / ns], axis=1)
+    coef_mean = np.linalg.lstsq(design, curves.mean(0), rcond=None)[0]
+    per_draw = np.linalg.lstsq(design, curves.T, rcond=None)[0][0]
+    lo, hi = np.quantile(per_draw, [(1 - level) / 2, (1 + level) / 2])
+    return {"fd_infinity": float(coef_mean[0]), "slope": float(coef_mean[1]),
+            "ci_low": float(lo), "ci_high": float(hi), "ns": ns.tolist(),
+            "fd_mean": curves.mean(0).tolist(), "curves": curves}
+
+
+# ----------------------------------------------------------------------------- KID
+def mmd2_poly(f1, f2, degree: int = 3, coef: float = 1.0) -> float:
+    """Unbiased MMD² with k(x,y) = (xᵀy/d + coef)^degree; sizes may differ (each ≥ 2)."""
+    a, b = check_features(f1, "f1"), check_features(f2, "f2")
+    _same_dim(a, b, "f1", "f2")
+    g = 1.0 / a.shape[1]
+    kxx = (a @ a.T * g + coef) ** degree
+    kyy = (b @ b.T * g + coef) ** degree
+    kxy = (a @ b.T * g + coef) ** degree
+    m, n = len(a), len(b)
+    xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(xx + yy - 2.0 * kxy.sum() / (m * n))
+
+
+def kid(f1, f2, *, subset_size: int = 1000, n_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
+    """KID: mean and std of `mmd2_poly` over seeded subsets of min(subset_size, n) per set.
+
+    Private RNG (torchmetrics draws from the global torch RNG)."""
+    a, b = check_features(f1, "f1"), check_features(f2, "f2")
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    vals = [mmd2_poly(a[rng.choice(len(a), m, replace=False)],
+                      b[rng.choice(len(b), m, replace=False)]) for _ in range(n_subsets)]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+# ----------------------------------------------------------------------------- IS
+def inception_score(proba) -> float:
+    """exp E_x KL(p(y|x) ‖ p(y)) from class probabilities N×K (rows summing to 1).
+
+    Uses the extractor's classifier head ("Inception" score in name only)."""
+    p = check_features(proba, "proba")
+    if (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-6):
+        raise MetricInputError("proba: expected non-negative rows summing to 1 (softmax output)")
+    marginal = p.mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(p > 0, p * (np.log(p) - np.log(marginal)), 0.0).sum(1)
+    return float(np.exp(kl.mean()))
+
+
+# ----------------------------------------------------------------------------- PRDC
+def _sq_dist_chunk(x: np.ndarray, xx: np.ndarray, y: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances in sklearn's exact arithmetic order (prdc calls sklearn):
+    ((−2·xyᵀ) + ‖x‖²) + ‖y‖², clipped at 0."""
+    d = -2 * (x @ y.T)
+    d += xx[:, None]
+    d += yy[None, :]
+    np.maximum(d, 0, out=d)
+    return d
+
+
+def _sqrt_threshold(r: np.ndarray) -> np.ndarray:
+    """Per radius r, the float t with (√a < r ⇔ a < t) for every float64 a ≥ 0.
+
+    Comparing squared distances to t gives exactly the decisions of comparing √a to r, without
+    a square root per pair. t starts at r² and is nudged by ulps until √t ≥ r > √(t⁻)."""
+    t = r * r
+    for _ in range(4):
+        low = np.sqrt(t) < r  # t too small: √t still below r
+        t = np.where(low, np.nextafter(t, np.inf), t)
+    for _ in range(4):
+        prev = np.nextafter(t, 0)
+        high = np.sqrt(prev) >= r  # a smaller t also works
+        t = np.where(high & (t > 0), prev, t)
+    return t
+
+
+def _chunk_rows(n_cols: int, budget_bytes: int) -> int:
+    return max(1, int(budget_bytes // (8 * max(n_cols, 1))))
+
+
+def _kth_nn_radius(a: np.ndarray, k: int, budget: int) -> np.ndarray:
+    """Distance of each row to its k-th nearest other row (self counts as the 0th), as prdc."""
+    aa = np.einsum("ij,ij->i", a, a)
+    out = np.empty(len(a))
+    step = _chunk_rows(len(a), budget)
+    for i in range(0, len(a), step):
+        d = _sq_dist_chunk(a[i:i + step], aa[i:i + step], a, aa)
+        out[i:i + step] = np.partition(d, k, axis=1)[:, k]
+    return np.sqrt(out)  # √ is monotone: the k-th of the roots is the root of the k-th
+
+
+def prdc(real, fake, k: int = 5, *, budget_bytes: int = 32 << 20) -> dict[str, float]:
+    """Precision, recall, density, coverage with k nearest neighbours; equals `prdc` 0.2.
+
+    Memory: a few row-chunks of `budget_bytes` instead of three full n×n distance matrices."""
+    r, f = check_features(real, "real"), check_features(fake, "fake")
+    _same_dim(r, f, "real", "fake")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k < min(len(r), len(f)):
+        raise MetricInputError(f"k: expected an int in [1, {min(len(r), len(f)) - 1}] "
+                               f"(fewer than the records per set), got {k!r}")
+    r_rad = _kth_nn_radius(r, k, budget_bytes)
+    f_rad = _kth_nn_radius(f, k, budget_bytes)
+    t_real, t_fake = _sqrt_threshold(r_rad), _sqrt_threshold(f_rad)
+    rr, ff = np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", f, f)
+    inside_any = np.zeros(len(f), bool)    # precision: fake inside some real ball
+    inside_count = np.zeros(len(f), np.int64)  # density
+    recalled = np.empty(len(r), bool)      # real inside some fake ball
+    covered = np.empty(len(r), bool)       # real ball holding some fake
+    step = _chunk_rows(len(f), budget_bytes)
+    for i in range(0, len(r), step):
+        d = _sq_dist_chunk(r[i:i + step], rr[i:i + step], f, ff)
+        inside = d < t_real[i:i + step, None]
+        inside_any |= inside.any(axis=0)
+        inside_count += inside.sum(axis=0)
+        recalled[i:i + step] = (d < t_fake[None, :]).any(axis=1)
+        covered[i:i + step] = inside.any(axis=1)
+    return {"precision": float(inside_any.mean()), "recall": float(recalled.mean()),
+            "density": float(inside_count.sum() / (k * len(f))),
+            "coverage": float(covered.mean())}
+
+
+# ----------------------------------------------------------------------------- authenticity
+def authenticity(members, samples, *, budget_bytes: int = 32 << 20) -> float:
+    """Share of samples whose nearest member m is at least as far as m's own nearest member.
+
+    A sample closer to a training record than any other training record is (a near-copy)
+    counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9."""
+    m, s = check_features(members, "members"), check_features(samples, "samples", min_n=1)
+    _same_dim(m, s, "members", "samples")
+    mm, ss = np.einsum("ij,ij->i", m, m), np.einsum("ij,ij->i", s, s)
+    nn_member = np.empty(len(m))
+    step = _chunk_rows(len(m), budget_bytes)
+    for i in range(0, len(m), step):
+        d = _sq_dist_chunk(m[i:i + step], mm[i:i + step], m, mm)
+        np.fill_diagonal(d[:, i:i + step], np.inf)  # not its own neighbour
+        nn_member[i:i + step] = d.min(axis=1)
+    authentic = np.empty(len(s), bool)
+    for i in range(0, len(s), step):
+        d = _sq_dist_chunk(s[i:i + step], ss[i:i + step], m, mm)
+        j = d.argmin(axis=1)
+        authentic[i:i + step] = d[np.arange(len(j)), j] >= nn_member[j]
+    return float(authentic.mean())
+
+
+# ----------------------------------------------------------------------------- CIs
+@dataclass
+class Estimate:
+    """A metric at sample size m: mean over seeded subsamples and their central `level` range."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    m: int
+    draws: int
+    values: np.ndarray = field(repr=False)
+
+    def as_dict(self, name: str) -> dict[str, float]:
+        return {name: self.value, f"{name}_ci_low": self.ci_low, f"{name}_ci_high": self.ci_high}
+
+
+def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[int | None], *,
+                 draws: int = 20, seed: int = 0, level: float = 0.95) -> Estimate:
+    """`metric(*subsets)` over `draws` seeded subsamples without replacement.
+
+    `sets[i]` is an array or a tuple of arrays indexed together (features with their labels);
+    `sizes[i]` is its subsample size (None = use the whole set each time). The point estimate
+    is the mean over the draws and the CI their percentile range, both at the same sizes."""
+    if draws < 1:
+        raise MetricInputError(f"draws: expected an int >= 1, got {draws!r}")
+    if not 0 < level < 1:
+        raise MetricInputError(f"level: expected a float in (0, 1), got {level!r}")
+    groups = [s if isinstance(s, tuple) else (s,) for s in sets]
+    ms = []
+    for i, (g, m) in enumerate(zip(groups, sizes)):
+        n = len(g[0])
+        if m is not None and not 1 <= m <= n:
+            raise MetricInputError(f"sizes[{i}]: expected a subsample size in [1, {n}], got {m}")
+        ms.append(m)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(draws):
+        subs = []
+        for g, m in zip(groups, ms):
+            if m is None:
+                subs.append(g if len(g) > 1 else g[0])
+                continue
+            idx = np.sort(rng.choice(len(g[0]), m, replace=False))
+            picked = tuple(a[idx] for a in g)
+            subs.append(picked if len(picked) > 1 else picked[0])
+        vals.append(float(metric(*subs)))
+    v = np.asarray(vals)
+    if not np.isfinite(v).all():
+        raise MetricInputError(f"metric returned non-finite values on {int((~np.isfinite(v)).sum())}"
+                               f" of {draws} subsamples")
+    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    m_stated = min(m for m in ms if m is not None) if any(m is not None for m in ms) else 0
+    return Estimate(float(v.mean()), float(lo), float(hi), int(m_stated), draws, v)
