@@ -210,9 +210,9 @@ def write_index(run_dir: Path, notebooks: Sequence[str], name: str | None = None
     `name` is the run's name (the folder may still be a staging folder with another name)."""
     name = name or run_dir.name
     sections = []
-    for name in notebooks:
-        js = run_dir / f"{name}.json"
-        if not (run_dir / f"{name}.html").exists():
+    for stem in notebooks:
+        js = run_dir / f"{stem}.json"
+        if not (run_dir / f"{stem}.html").exists():
             continue
         rows = []
         if js.exists():
@@ -220,7 +220,7 @@ def write_index(run_dir: Path, notebooks: Sequence[str], name: str | None = None
             rows = [{"metric": k, "value": v} for k, v in doc.items()
                     if k not in ("parameters", "provenance")]
         table = Table(rows)._repr_html_() if rows else "<p>(no headline numbers)</p>"
-        sections.append(f'<h2><a href="{name}.html">{html.escape(name)}</a></h2>{table}')
+        sections.append(f'<h2><a href="{stem}.html">{html.escape(stem)}</a></h2>{table}')
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>genlab run {html.escape(name)}</title>"

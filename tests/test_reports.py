@@ -102,5 +102,6 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
 def test_index_lists_reports_with_headline(tmp_path):
     (tmp_path / "01_train.html").write_text("<html></html>")
     (tmp_path / "01_train.json").write_text(json.dumps({"loss": 1.0, "parameters": {}}))
-    page = reports.write_index(tmp_path, ["01_train", "02_evaluate"]).read_text()
+    page = reports.write_index(tmp_path, ["01_train", "02_evaluate"], name="run-7").read_text()
     assert 'href="01_train.html"' in page and "02_evaluate" not in page and "loss" in page
+    assert "<h1>genlab run: run-7</h1>" in page
