@@ -1,0 +1,207 @@
+"""Membership-inference attacks on generative models: one score per record, higher = "member".
+
+All attacks are fitted once (:func:`fit_attacks`) from what the attacker may use — the model,
+generated samples, and a *reference population* disjoint from the scored records (the data
+spec's ``holdout_b``) — and then score any records the same way (:meth:`Attacks.score`):
+members, non-members and canaries alike. Members are never used to fit anything.
+
+Families
+--------
+- ``elbo`` (VAE, white-box): minus the negative ELBO, averaged over ``mc_samples`` seeded draws
+  of z (a single draw is too noisy to rank records). Lower loss on members is what training does.
+- ``recon`` (VAE, white-box): minus the squared reconstruction error at z = μ (no sampling noise).
+- ``discriminator`` (GAN, white-box; LOGAN, Hayes et al. 2019): the discriminator's logit — it
+  has seen the members as "real" throughout training.
+- ``distance`` (black-box; GAN-Leaks full black-box, Chen et al. 2020): minus the distance to
+  the closest of k generated samples. Works for any generator, including one that copies.
+- ``mc_ball`` (black-box; Hilprecht et al. 2019): the share of the k generated samples inside an
+  ε-ball around the record; ε is a quantile of the reference population's nearest-sample
+  distances, so it adapts to the data's scale without seeing members.
+- ``domias`` (density ratio; van Breugel et al. 2023): ``log p_G(x) − log p_R(x)``, Gaussian KDEs
+  of the generated samples and of the reference population in a PCA space fitted on the
+  reference population. Overfitting shows as generated density piling up at members *beyond*
+  what the population density explains.
+- ``lira`` (shadow calibration; Carlini et al. 2022), offline / global-variance variant:
+  ``(μ_out(x) − loss(x)) / σ`` from shadow models that never saw the scored records
+  (:func:`lira_offline`); the shadows themselves are trained by :mod:`genlab.privacy_audit`.
+
+Distances are Euclidean in data space (records flattened).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.decomposition import PCA
+
+__all__ = ["ATTACKS", "Attacks", "fit_attacks", "available_attacks", "nn_distances", "flat",
+           "lira_offline", "model_loss"]
+
+ATTACKS = ("elbo", "recon", "discriminator", "distance", "mc_ball", "domias", "lira")
+_MC_SEED = 7_331  # base seed of the ELBO's z draws (fixed per record batch: deterministic scores)
+
+
+def flat(x) -> np.ndarray:
+    """Records as a float64 (n, d) array (tensors detached, images flattened)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(len(x), -1)
+
+
+def nn_distances(queries, bank, k: int = 1, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances from each query to its k nearest rows of ``bank`` and their indices.
+
+    Exact (no approximate index): the audit's figures should not depend on an ANN's recall.
+    Chunked so that memory stays at ``chunk × len(bank)`` floats."""
+    q, b = flat(queries), flat(bank)
+    if q.shape[1] != b.shape[1]:
+        raise ValueError(f"queries and bank must have the same record size, got {q.shape[1]} and {b.shape[1]}")
+    if not 1 <= k <= len(b):
+        raise ValueError(f"k: expected an integer in [1, {len(b)}] (the bank's size), got {k!r}")
+    bn = (b * b).sum(1)
+    dists, idx = [], []
+    for s in range(0, len(q), chunk):
+        qc = q[s:s + chunk]
+        d2 = (qc * qc).sum(1)[:, None] + bn[None, :] - 2.0 * qc @ b.T
+        np.maximum(d2, 0.0, out=d2)
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(b) else np.tile(np.arange(len(b)), (len(qc), 1))
+        pd = np.take_along_axis(d2, part, 1)
+        order = np.lexsort((part, pd), axis=1)  # by distance, ties by index: deterministic
+        idx.append(np.take_along_axis(part, order, 1))
+        dists.append(np.sqrt(np.take_along_axis(pd, order, 1)))
+    return np.concatenate(dists), np.concatenate(idx)
+
+
+def available_attacks(model) -> list[str]:
+    """Attacks this model supports without shadows (white-box ones need the model's internals)."""
+    names = []
+    if hasattr(model, "neg_elbo"):
+        names += ["elbo", "recon"]
+    if hasattr(model, "discriminate"):
+        names.append("discriminator")
+    return names + ["distance", "mc_ball", "domias"]
+
+
+def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0) -> np.ndarray:
+    """The white-box per-record loss LiRA calibrates: negative ELBO (VAE) or −logit (GAN)."""
+    if hasattr(model, "neg_elbo"):
+        return -_elbo(model, x, mc_samples, seed)
+    if hasattr(model, "discriminate"):
+        return -_disc(model, x)
+    raise TypeError(f"model_loss: a VAE (neg_elbo) or GAN (discriminate) is needed, got {type(model).__name__}")
+
+
+def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            total = torch.zeros(len(x), dtype=torch.float64)
+            for j in range(mc_samples):
+                gen = torch.Generator().manual_seed(_MC_SEED + 1000 * int(seed) + j)
+                total += model.neg_elbo(x, gen).double()
+    finally:
+        model.train(was)
+    return -(total / mc_samples).numpy()
+
+
+def _recon(model, x: torch.Tensor) -> np.ndarray:
+    r = model.reconstruct(x)
+    return -flat((r - x).pow(2)).sum(1)
+
+
+def _disc(model, x: torch.Tensor) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model.discriminate(x).double().numpy()
+    finally:
+        model.train(was)
+
+
+@dataclass
+class Attacks:
+    """Fitted attacks; :meth:`score` applies all of them to any records."""
+
+    model: Any
+    generated: np.ndarray  # (k, d) flattened samples
+    names: list[str]
+    ball_radius: float
+    pca: PCA
+    kde_gen: Any
+    kde_ref: Any
+    mc_samples: int
+    seed: int
+    info: dict = field(default_factory=dict)
+
+    def score(self, x) -> dict[str, np.ndarray]:
+        """{attack name: scores} for records ``x`` (a tensor shaped like the model's data)."""
+        xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        xf = flat(xt)
+        out: dict[str, np.ndarray] = {}
+        if "elbo" in self.names:
+            out["elbo"] = _elbo(self.model, xt, self.mc_samples, self.seed)
+        if "recon" in self.names:
+            out["recon"] = _recon(self.model, xt)
+        if "discriminator" in self.names:
+            out["discriminator"] = _disc(self.model, xt)
+        d, _ = nn_distances(xf, self.generated, k=1)
+        out["distance"] = -d[:, 0]
+        d2 = ((xf * xf).sum(1)[:, None] + (self.generated ** 2).sum(1)[None, :]
+              - 2.0 * xf @ self.generated.T)
+        out["mc_ball"] = (d2 <= self.ball_radius ** 2).mean(1)
+        z = self.pca.transform(xf).T
+        out["domias"] = self.kde_gen.logpdf(z) - self.kde_ref.logpdf(z)
+        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int = 8,
+                domias_dims: int = 5, ball_quantile: float = 0.1) -> Attacks:
+    """Fit every attack the model supports from generated samples and a reference population.
+
+    ``generated``: the model's samples (k records); ``reference``: records from the population
+    that are *not* scored (``holdout_b``). ``ball_quantile``: the ε-ball radius is this quantile of
+    the reference records' distances to their nearest generated sample — a ball that a typical
+    population record rarely reaches, so counts inside it single out records the generator
+    concentrates on."""
+    g, ref = flat(generated), flat(reference)
+    if len(g) < 2 or len(ref) < domias_dims + 2:
+        raise ValueError(f"fit_attacks: expected >= 2 generated samples and > domias_dims + 1 = "
+                         f"{domias_dims + 1} reference records, got {len(g)} and {len(ref)}")
+    if not 0 < ball_quantile < 1:
+        raise ValueError(f"ball_quantile: expected a number in (0, 1), got {ball_quantile!r}")
+    if not isinstance(mc_samples, int) or mc_samples < 1:
+        raise ValueError(f"mc_samples: expected a positive integer, got {mc_samples!r}")
+    ref_d, _ = nn_distances(ref, g, k=1)
+    radius = float(np.quantile(ref_d[:, 0], ball_quantile))
+    dims = int(min(domias_dims, g.shape[1], len(ref) - 1))
+    pca = PCA(n_components=dims, random_state=seed).fit(ref)
+    kde_gen = stats.gaussian_kde(pca.transform(g).T)
+    kde_ref = stats.gaussian_kde(pca.transform(ref).T)
+    names = available_attacks(model)
+    return Attacks(model=model, generated=g, names=names, ball_radius=radius, pca=pca,
+                   kde_gen=kde_gen, kde_ref=kde_ref, mc_samples=mc_samples, seed=seed,
+                   info={"ball_radius": radius, "domias_dims": dims, "n_generated": len(g),
+                         "n_reference": len(ref)})
+
+
+def lira_offline(target_loss, shadow_losses) -> np.ndarray:
+    """Offline LiRA with a global variance (Carlini et al. 2022, §VI-C, for few shadows).
+
+    ``target_loss``: (n,) the audited model's loss per record; ``shadow_losses``: (K, n) losses of
+    K shadow models that never trained on these records. Score = (μ_out(x) − loss(x)) / σ_out,
+    σ_out pooled over all records (per-record variances need many more than ~16 shadows): how many
+    standard deviations lower the target's loss is than a model that did not see the record."""
+    t = np.asarray(target_loss, dtype=np.float64)
+    s = np.asarray(shadow_losses, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != len(t) or s.shape[0] < 1:
+        raise ValueError(f"shadow_losses: expected shape (K >= 1, {len(t)}), got {s.shape}")
+    mu = s.mean(0)
+    sigma = float(np.sqrt(((s - mu) ** 2).mean())) if s.shape[0] > 1 else float(np.std(s - t))
+    return (mu - t) / max(sigma, 1e-12)

@@ -1,0 +1,138 @@
+"""Metrics and bounds of genlab.privacy against scipy / sklearn and hand computations."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from genlab import privacy as pv
+from genlab.memorisation import data_copying_ct, dcr, mann_whitney_z
+
+
+def test_auc_matches_sklearn_with_ties_and_ci_covers():
+    rng = np.random.default_rng(0)
+    pos = np.round(rng.normal(0.5, 1, 300), 1)
+    neg = np.round(rng.normal(0.0, 1, 250), 1)
+    r = pv.roc_auc(pos, neg)
+    y = np.r_[np.ones(300), np.zeros(250)]
+    assert r.auc == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-12)
+    assert r.ci_low < r.auc < r.ci_high
+    # DeLong SE for these n is close to Hanley–McNeil's
+    a = r.auc
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    hm = math.sqrt((a * (1 - a) + 299 * (q1 - a * a) + 249 * (q2 - a * a)) / (300 * 250))
+    assert (r.ci_high - r.ci_low) / (2 * 1.959964) == pytest.approx(hm, rel=0.15)
+
+
+def test_auc_perfect_and_bad_input():
+    assert pv.roc_auc([2, 3], [0, 1]).auc == 1.0
+    with pytest.raises(ValueError, match="member_scores: expected finite"):
+        pv.roc_auc([np.nan, 1], [0])
+    with pytest.raises(ValueError, match="nonmember_scores: expected a non-empty"):
+        pv.roc_auc([1.0], [])
+
+
+def test_roc_curve_endpoints_and_monotone():
+    fpr, tpr = pv.roc_curve([3, 2, 2, 1], [2, 0, -1])
+    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_tpr_at_fpr_threshold_from_selection_half_and_not_measurable():
+    neg_sel = np.arange(100.0)  # threshold for 10 % FPR: above 89
+    pos_eval = np.array([95.0, 50.0, 89.5, 200.0])
+    neg_eval = np.arange(100.0) + 0.25
+    out = pv.tpr_at_fpr(np.zeros(3), neg_sel, pos_eval, neg_eval, 0.1)
+    assert out["tpr"] == 0.75 and out["fpr_achieved"] == pytest.approx(0.11)  # 89.25 reaches it
+    low = pv.tpr_at_fpr(np.zeros(3), neg_sel, pos_eval, neg_eval, 0.001)
+    assert low["tpr"] is None and "not measurable at n=100" in low["na_reason"]
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (1, 1000), (57, 120)])
+def test_clopper_pearson_matches_scipy(k, n):
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    lo, hi = pv.clopper_pearson(k, n, 0.95)
+    assert lo == pytest.approx(ci.low, abs=1e-10) and hi == pytest.approx(ci.high, abs=1e-10)
+    up = stats.binomtest(k, n, alternative="less").proportion_ci(0.95, method="exact").high
+    assert pv.clopper_pearson(k, n, 0.95, sided="upper")[1] == pytest.approx(up, abs=1e-10)
+
+
+def test_clopper_pearson_bad_input_names_parameter():
+    with pytest.raises(ValueError, match=r"k: expected an integer in \[0, 5\], got 6"):
+        pv.clopper_pearson(6, 5)
+    with pytest.raises(ValueError, match="confidence"):
+        pv.clopper_pearson(1, 5, 1.5)
+
+
+def test_epsilon_from_rates_hand_computed():
+    # 0 false positives of 100, 0 false negatives of 100, delta 0, 95 % (97.5 % per rate)
+    up = 1 - 0.025 ** (1 / 100)  # CP upper bound for 0 of n: 1 - alpha^(1/n)
+    expected = math.log((1 - up) / up)
+    assert pv.epsilon_from_rates(0, 100, 0, 100) == pytest.approx(expected, rel=1e-9)
+    assert pv.epsilon_from_rates(50, 100, 50, 100) == 0.0
+
+
+def test_one_run_all_correct_delta0_hand_computation():
+    for r in (10, 50, 200):
+        q = 0.05 ** (1 / r)
+        assert pv.one_run_epsilon(r, r, r, delta=0.0, confidence=0.95) == pytest.approx(
+            math.log(q / (1 - q)), abs=1e-5)
+
+
+def test_one_run_p_value_hand_computation_with_delta():
+    # m=4, r=2, v=2, eps=0: q=1/2, beta=1/4; alpha=max(P[B=1]/1, (P[B=1]+P[B=0])/2) = max(.5, .375)
+    assert pv.one_run_p_value(4, 2, 2, 0.0, 0.01) == pytest.approx(0.25 + 2 * 4 * 0.01 * 0.5)
+    # p-value falls with eps; delta > 0 only weakens the bound
+    assert pv.one_run_epsilon(100, 100, 90, delta=1e-5) <= pv.one_run_epsilon(100, 100, 90, delta=0)
+    assert pv.one_run_epsilon(100, 100, 50) == 0.0
+    with pytest.raises(ValueError, match=r"v \(correct guesses\) <= r"):
+        pv.one_run_epsilon(10, 5, 6)
+
+
+def test_one_run_bound_binomial_definition():
+    # the bound is where P[Bin(r, q) >= v] crosses 0.05
+    eps = pv.one_run_epsilon(200, 100, 80)
+    q = 1 / (1 + math.exp(-eps))
+    assert stats.binom.sf(79, 100, q) == pytest.approx(0.05, abs=1e-4)
+    assert pv.one_run_epsilon_cap(100) == pytest.approx(pv.one_run_epsilon(100, 100, 100))
+
+
+def test_canary_guesses_counts():
+    s = np.array([5.0, 4, 3, 2, 1, 0])
+    inc = np.array([1, 1, 0, 1, 0, 0], bool)
+    g = pv.canary_guesses(s, inc, guess_frac=1.0)
+    assert (g["m"], g["r"], g["v"]) == (6, 6, 4)
+    g2 = pv.canary_guesses(s, inc, guess_frac=0.7)  # k = 2: top 2 in, bottom 2 out
+    assert (g2["r"], g2["v"]) == (4, 4)
+
+
+def test_split_halves_seeded_disjoint():
+    a, b = pv.split_halves(11, 3)
+    a2, _ = pv.split_halves(11, 3)
+    assert np.array_equal(a, a2) and len(a) == 5 and not set(a) & set(b)
+    assert sorted(np.r_[a, b]) == list(range(11))
+
+
+def test_mann_whitney_z_matches_scipy():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=40), rng.normal(0.3, size=55)
+    u = stats.mannwhitneyu(a, b, method="asymptotic", use_continuity=False)
+    z = mann_whitney_z(a, b)
+    assert 2 * stats.norm.sf(abs(z)) == pytest.approx(u.pvalue, rel=1e-9)
+    assert z < 0 or u.statistic > 40 * 55 / 2
+
+
+def test_dcr_and_ct_on_a_copier_and_on_fresh_samples():
+    rng = np.random.default_rng(0)
+    members, holdout, fresh = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    copy = dcr(members, members, holdout, seed=0)  # equal sizes: no member left out of the bank
+    assert copy["dcr_share_closer_to_members"] == 1.0 and copy["n_exact_duplicates"] == 300
+    # a bank twice the holdout's size is subsampled: copies of left-out members need not win
+    half = dcr(members, members, holdout[:150], seed=0)
+    assert half["n_bank"] == 150 and half["dcr_share_closer_to_members"] < 1.0
+    ok = dcr(fresh, members, holdout, seed=0)
+    assert 0.4 < ok["dcr_share_closer_to_members"] < 0.6 and ok["n_exact_duplicates"] == 0
+    assert data_copying_ct(members, holdout, members, cells=3)["data_copying_ct"] < -5
+    assert abs(data_copying_ct(members, holdout, fresh, cells=3)["data_copying_ct"]) < 3
