@@ -20,12 +20,15 @@ os.umask(_UMASK)
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: cwd) holding genlab's pyproject.toml.
+    """The genlab project: the nearest folder at or above `start` (default: cwd) holding genlab's
+    pyproject.toml, else the checkout genlab is installed from (editable install), else cwd.
 
-    Notebooks run with cwd = notebooks/ in JupyterLab and cwd = the project root under
-    `genlab run`; resolving relative run folders against the root puts both in `reports/`."""
+    Notebooks run with cwd = notebooks/ in JupyterLab, with cwd = the project root under
+    `genlab run`, and anywhere under a hand-run papermill; resolving relative run folders
+    against the root puts all of them in the project's `reports/`."""
     here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    checkout = Path(__file__).resolve().parents[1]
+    for folder in (*(here, *here.parents), checkout):
         toml = folder / "pyproject.toml"
         if toml.is_file() and 'name = "genlab"' in toml.read_text(errors="replace"):
             return folder
