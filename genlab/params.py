@@ -110,6 +110,60 @@ TRAIN = _COMMON + [
 
 NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
 
+EVALUATE = _COMMON + [
+    Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
+          "the members, raw 'pixels' (no labels needed), or 'inception' (needs torch-fidelity "
+          "and cached weights)", choices=("classifier", "pixels", "inception")),
+    Param("n_samples", None, int, "generated records to evaluate; None = as many as holdout_a "
+          "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
+    Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
+          "generator, evaluated instead of the run's model", optional=True),
+    Param("subsample_frac", 0.5, float, "CI subsample size m as a share of the smaller set",
+          low=0.05, high=1.0),
+    Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),
+    Param("ci_level", 0.95, float, "confidence level of the intervals", low=0.5, high=0.999),
+    Param("nearest_k", 5, int, "k of precision / recall / density / coverage", low=1, high=100),
+    Param("iw_samples", 64, int, "importance samples of the VAE likelihood bound", low=1,
+          high=10_000),
+    Param("min_slice", 20, int, "records per class below which a slice is not judged", low=3,
+          high=100_000),
+]
+NOTEBOOK_PARAMS["evaluate"] = EVALUATE
+
+_DRIFT_REPS = ("pixels", "pca", "latent", "score", "softmax", "features")
+DRIFT_STUDY = _COMMON + [
+    Param("full", False, bool, "full setting: >= 100 trials per cell, every shift intensity, "
+          "delta in {0.1, 0.5, 1}, n up to the pools' size, 200 monitor streams"),
+    Param("alpha", 0.05, float, "significance level of every test", low=0.001, high=0.5),
+    Param("trials", 20, int, "trials per study cell (full: at least 100; no-shift cells: at "
+          "least 50 / 200)", low=5, high=100_000),
+    Param("n_permutations", 100, int, "MMD permutations (p = (b+1)/(B+1))", low=19, high=100_000),
+    Param("pca_components", 10, int, "PCA representation size (fitted on members)", low=1,
+          high=4096),
+    Param("arl0_target", 200, int, "stream monitor: target mean records to a false alarm",
+          low=20, high=100_000),
+    Param("monitor_window", 50, int, "windowed MMD monitor: window length", low=5, high=10_000),
+    Param("monitor_streams", 50, int, "no-drift streams measuring ARL0 (full: at least 200)",
+          low=10, high=100_000),
+    Param("monitor_representation", "pca", str, "representation of the windowed MMD monitor",
+          choices=_DRIFT_REPS),
+    Param("drift_start", 100, int, "monitor: step at which drift begins", low=1, high=1_000_000),
+    Param("retrain_detector", "mmd", str, "retraining rule: test",
+          choices=("mmd", "ks_bonferroni", "ks_fdr", "c2st", "chi2")),
+    Param("retrain_representation", "pca", str, "retraining rule: representation",
+          choices=_DRIFT_REPS),
+    Param("retrain_threshold", 0.01, float, "retraining rule: p-value at or below which to "
+          "retrain", low=1e-6, high=0.5),
+    Param("retrain_min_window", 50, int, "retraining rule: production records needed", low=10,
+          high=1_000_000),
+    Param("retrain_shift", "transform:medium", str, "shift of the retraining scenario "
+          "(kind[:intensity], see genlab.shifts)"),
+    Param("retrain_epochs", 30, int, "fine-tuning epochs after drift", low=1, high=100_000),
+    Param("production", None, str, "your own production data (.npz / image folder) to test "
+          "against the reference", optional=True),
+]
+NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
+
 # Names a kernel defines by itself; everything else at top level after the parameters cell is
 # a parameter (or a typo of one).
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

@@ -68,3 +68,99 @@ def samples(generated, real, title: str = "Generated samples"):
 def reconstructions(originals, recons, title: str = "Reconstructions (top: real, bottom: VAE)"):
     x, r = _as_numpy(originals), _as_numpy(recons)
     return image_grid(np.concatenate([x, r]), title, ncols=len(x))
+
+
+def drift_heatmap(rows: Sequence[dict], n: int, title: str = ""):
+    """Detection rate per shift (rows) × method (columns) at sample size n, δ averaged."""
+    cells = [r for r in rows if r["n"] == n]
+    shifts = list(dict.fromkeys(
+        r["shift"] + ("" if r["intensity"] == "-" else f":{r['intensity']}") for r in cells))
+    methods = sorted({r["method"] for r in cells})
+    grid = np.full((len(shifts), len(methods)), np.nan)
+    for i, s in enumerate(shifts):
+        for j, m in enumerate(methods):
+            v = [r["rate"] for r in cells if r["method"] == m and
+                 r["shift"] + ("" if r["intensity"] == "-" else f":{r['intensity']}") == s]
+            grid[i, j] = np.mean(v) if v else np.nan
+    fig, ax = plt.subplots(figsize=(0.38 * len(methods) + 2.5, 0.32 * len(shifts) + 1.8))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(shifts)), shifts, fontsize=7)
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="detection rate")
+    ax.set_title(title or f"Detection rate at n={n} (δ averaged)")
+    fig.tight_layout()
+    return fig
+
+
+def detection_vs_size(table: Sequence[dict], title: str = "Mean detection rate over shifts"):
+    """Failing Loudly's Table 1 as curves: one line per method, sample size on x."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in table:
+        sizes = [int(k[2:]) for k in row if k.startswith("n=")]
+        ax.plot(sizes, [row[f"n={s}"] for s in sizes], marker="o", lw=1, label=row["method"])
+    ax.set(xscale="log", xlabel="sample size n", ylabel="detection rate", ylim=(0, 1), title=title)
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def monitor_path(path, threshold: float, start: int, title: str = "Monitor statistic"):
+    """One stream's statistic with its calibrated threshold and the drift onset."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(np.arange(1, len(path) + 1), path, lw=0.8)
+    ax.axhline(threshold, color="C3", ls="--", label="threshold (ARL₀-calibrated)")
+    ax.axvline(start, color="k", ls=":", label="drift starts")
+    ax.set(xlabel="records", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- evaluation
+def fd_vs_inverse_n(curves: dict, title: str = "FD against 1/N (FD∞ at 1/N = 0)"):
+    """Mean FD(N) per row with its fitted line FD∞ + slope/N extended to 1/N = 0."""
+    fig, ax = plt.subplots()
+    for name, c in curves.items():
+        inv = 1.0 / np.asarray(c["ns"], dtype=float)
+        line = ax.plot(inv, c["fd_mean"], "o", label=f"{name}: FD∞ = {c['fd_infinity']:.3g}")[0]
+        grid = np.linspace(0, inv.max(), 20)
+        ax.plot(grid, c["fd_infinity"] + c["slope"] * grid, "--", color=line.get_color())
+    ax.set(xlabel="1 / N", ylabel="Fréchet distance", title=title, xlim=(0, None))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(bins: Sequence[dict], title: str = "Reliability (TSTR classifier)"):
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    if bins:
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        size = [20 + 200 * b["count"] / max(x["count"] for x in bins) for b in bins]
+        ax.plot(conf, acc, "-", alpha=0.5)
+        ax.scatter(conf, acc, s=size, label="bins (area ∝ count)")
+    ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def class_share_bars(shares: dict, class_names: Sequence[str], title: str = "Class shares"):
+    """Grouped bars: each row's share per class (mode dropping shows as a missing bar)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    k = len(class_names)
+    width = 0.8 / max(len(shares), 1)
+    for i, (name, s) in enumerate(shares.items()):
+        ax.bar(np.arange(k) + (i - (len(shares) - 1) / 2) * width, s, width, label=name)
+    ax.set(xticks=np.arange(k), xticklabels=list(class_names), ylabel="share", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def nearest_pairs(samples, nearest, title: str = "Samples (top) and their nearest member (bottom)"):
+    """Each sample above the training record closest to it in feature space."""
+    s, m = _as_numpy(samples), _as_numpy(nearest)
+    return image_grid(np.concatenate([s, m]), title, ncols=len(s))
