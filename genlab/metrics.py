@@ -308,7 +308,8 @@ def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[i
                  draws: int = 20, seed: int = 0, level: float = 0.95) -> Estimate:
     """`metric(*subsets)` over `draws` seeded subsamples without replacement.
 
-    `sets[i]` is an array or a tuple of arrays indexed together (features with their labels);
+    `sets[i]` is an array or a tuple of arrays indexed together (features with their labels),
+    passed on as consecutive arguments;
     `sizes[i]` is its subsample size (None = use the whole set each time). The point estimate
     is the mean over the draws and the CI their percentile range, both at the same sizes."""
     if draws < 1:
@@ -328,11 +329,10 @@ def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[i
         subs = []
         for g, m in zip(groups, ms):
             if m is None:
-                subs.append(g if len(g) > 1 else g[0])
+                subs.extend(g)
                 continue
             idx = np.sort(rng.choice(len(g[0]), m, replace=False))
-            picked = tuple(a[idx] for a in g)
-            subs.append(picked if len(picked) > 1 else picked[0])
+            subs.extend(a[idx] for a in g)
         vals.append(float(metric(*subs)))
     v = np.asarray(vals)
     if not np.isfinite(v).all():

@@ -164,3 +164,52 @@ def nearest_pairs(samples, nearest, title: str = "Samples (top) and their neares
     """Each sample above the training record closest to it in feature space."""
     s, m = _as_numpy(samples), _as_numpy(nearest)
     return image_grid(np.concatenate([s, m]), title, ncols=len(s))
+
+
+# ----------------------------------------------------------------------------- evaluation
+def fd_vs_inverse_n(curves: dict, title: str = "FD against 1/N (FD∞ at 1/N = 0)"):
+    """Mean FD(N) per row with its fitted line FD∞ + slope/N extended to 1/N = 0."""
+    fig, ax = plt.subplots()
+    for name, c in curves.items():
+        inv = 1.0 / np.asarray(c["ns"], dtype=float)
+        line = ax.plot(inv, c["fd_mean"], "o", label=f"{name}: FD∞ = {c['fd_infinity']:.3g}")[0]
+        grid = np.linspace(0, inv.max(), 20)
+        ax.plot(grid, c["fd_infinity"] + c["slope"] * grid, "--", color=line.get_color())
+    ax.set(xlabel="1 / N", ylabel="Fréchet distance", title=title, xlim=(0, None))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(bins: Sequence[dict], title: str = "Reliability (TSTR classifier)"):
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    if bins:
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        size = [20 + 200 * b["count"] / max(x["count"] for x in bins) for b in bins]
+        ax.plot(conf, acc, "-", alpha=0.5)
+        ax.scatter(conf, acc, s=size, label="bins (area ∝ count)")
+    ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def class_share_bars(shares: dict, class_names: Sequence[str], title: str = "Class shares"):
+    """Grouped bars: each row's share per class (mode dropping shows as a missing bar)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    k = len(class_names)
+    width = 0.8 / max(len(shares), 1)
+    for i, (name, s) in enumerate(shares.items()):
+        ax.bar(np.arange(k) + (i - (len(shares) - 1) / 2) * width, s, width, label=name)
+    ax.set(xticks=np.arange(k), xticklabels=list(class_names), ylabel="share", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def nearest_pairs(samples, nearest, title: str = "Samples (top) and their nearest member (bottom)"):
+    """Each sample above the training record closest to it in feature space."""
+    s, m = _as_numpy(samples), _as_numpy(nearest)
+    return image_grid(np.concatenate([s, m]), title, ncols=len(s))
