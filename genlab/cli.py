@@ -1,6 +1,7 @@
 """Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
 
     genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
+    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
     genlab golden [train ...]
     genlab params [train]
 """
@@ -52,6 +53,21 @@ def _split_only(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def _gate(args) -> int:
+    from genlab.gate import GateError, evaluate, load_rules
+    from genlab.reports import Table
+
+    try:
+        rows = evaluate(args.target, load_rules(args.rule, args.file))
+    except GateError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(repr(Table(rows, title=f"gate: {args.target}", digits=6)))
+    failed = [r for r in rows if r["status"] != "pass"]
+    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
     run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    gate = sub.add_parser("gate", help="check rules over headline JSON; non-zero exit on failure")
+    gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
+    gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
+    gate.add_argument("-f", "--file", action="append", default=[], metavar="RULES.YAML")
     gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs")
     gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
@@ -72,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in P.NOTEBOOK_PARAMS[args.notebook]:
             print(f"{p.name:24} {p.default!r:22} {p.expected():34} {p.doc}")
         return 0
+    if args.command == "gate":
+        return _gate(args)
     if args.command == "golden":
         found = available_notebooks()
         for short in args.only or list(found):
