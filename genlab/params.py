@@ -106,9 +106,53 @@ TRAIN = _COMMON + [
     Param("devices", 1, (int, str), "Lightning devices (a count or 'auto')"),
     Param("precision", "32-true", str, "Lightning precision (32-true, bf16-mixed, ...)"),
     Param("strategy", "auto", str, "Lightning strategy (auto, ddp_notebook, ...)"),
+    Param("dp", False, bool, "train with DP-SGD (Opacus, Poisson sampling; VAE on images)"),
+    Param("target_epsilon", 8.0, float, "DP: ε the noise is calibrated to reach after max_epochs",
+          low=0.01, high=1000.0),
+    Param("target_delta", 1e-5, float, "DP: δ of the guarantee (well below 1/n)", low=1e-12,
+          high=0.1),
+    Param("max_grad_norm", 1.0, float, "DP: per-sample gradient clipping norm", low=1e-6,
+          high=1e6),
+    Param("canaries", 0, int, "crafted outlier canaries, each trained on with probability 1/2 "
+          "(bits in artifacts/canaries.json; the one-run privacy audit reads them)", low=0,
+          high=100_000),
 ]
 
 NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
+
+PRIVACY_AUDIT = _COMMON + [
+    Param("n_audit", None, int, "scored members and as many holdout_a non-members; None = the "
+          "smaller pool's size", low=4, optional=True),
+    Param("n_generated", 2000, int, "generated samples for the black-box and memorisation tests",
+          low=10, high=1_000_000),
+    Param("mc_samples", 8, int, "ELBO attack: Monte-Carlo draws of z per record", low=1, high=1000),
+    Param("domias_dims", 5, int, "DOMIAS: PCA dimensions of the density estimates", low=1, high=64),
+    Param("ball_quantile", 0.1, float, "MC ε-ball attack: radius = this quantile of the reference "
+          "records' distances to their nearest sample", low=1e-4, high=0.9999),
+    Param("lira_shadows", 0, int, "LiRA (offline): shadow models trained on halves of holdout_b "
+          "(0 = off; costs one training each)", low=0, high=256),
+    Param("lira_epochs", None, int, "LiRA shadow epochs; None = the audited model's max_epochs",
+          low=1, optional=True),
+    Param("confidence", 0.95, float, "confidence of intervals and ε lower bounds", low=0.5,
+          high=0.9999),
+    Param("audit_delta", 1e-5, float, "δ of the ε lower bounds (use the training's target_delta "
+          "to compare with the accountant)", low=0.0, high=0.1),
+    Param("canary_guess_frac", 0.5, float, "share of canaries guessed (top half of them 'in', "
+          "bottom half 'out', the rest abstain); fixed in advance, not tuned", low=0.01, high=1.0),
+    Param("ct_cells", 5, int, "data-copying test C_T: k-means cells on the members", low=1,
+          high=1000),
+    Param("near_dup_quantile", 0.01, float, "near duplicate: closer to a member than this share "
+          "of holdout_a records are", low=1e-4, high=0.5),
+    Param("verdict_auc_elevated", 0.55, float, "verdict: best-attack AUC (CI low > 0.5) at which "
+          "leakage is 'elevated'", low=0.5, high=1.0),
+    Param("verdict_auc_high", 0.65, float, "verdict: best-attack AUC at which leakage is 'high'",
+          low=0.5, high=1.0),
+    Param("verdict_share_high", 0.6, float, "verdict: share of samples closer to members at which "
+          "leakage is 'high'", low=0.5, high=1.0),
+    Param("verdict_ct_copying", -3.0, float, "verdict: C_T at or below which samples copy "
+          "('elevated')", low=-1000.0, high=0.0),
+]
+NOTEBOOK_PARAMS["privacy_audit"] = PRIVACY_AUDIT
 
 EVALUATE = _COMMON + [
     Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
