@@ -9,10 +9,12 @@ from __future__ import annotations
 import shutil
 from typing import Any, Mapping
 
-from genlab.data import DataSpec
+from genlab import dp as dp_mod
+from genlab.canaries import CANARY_FILE, CanaryDataModule, make_canaries
+from genlab.data import DataSpec, Dataset, GenDataModule
 from genlab.models import build_model, load_model
 from genlab.runs import RunFolder
-from genlab.training import FitResult, TrainConfig
+from genlab.training import FitResult, TrainConfig, fit
 
 
 def model_from_params(p: Mapping[str, Any], data_shape) -> Any:
@@ -45,8 +47,54 @@ def publish_model(result: FitResult, run: RunFolder, p: Mapping[str, Any]):
     return load_model(run.model_ckpt)
 
 
-def train_headline(result: FitResult, spec: DataSpec) -> dict[str, Any]:
+def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: Mapping[str, Any]) -> GenDataModule:
+    """The training data: the members, plus the included canaries when ``canaries > 0``.
+
+    Canaries are recorded in ``artifacts/canaries.json`` (records and inclusion bits); an earlier
+    canary file of the run folder is removed when the run has none, so the audit never reads
+    stale bits."""
+    path = run.artifacts / CANARY_FILE
+    if not p.get("canaries"):
+        path.unlink(missing_ok=True)
+        return GenDataModule(ds, spec, batch_size=p["batch_size"])
+    canaries = make_canaries(ds, int(p["canaries"]), seed=p["seed"])
+    canaries.save(path)
+    return CanaryDataModule(ds, spec, canaries, batch_size=p["batch_size"])
+
+
+def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
+          resume_from: str | None = None) -> tuple[FitResult, dict[str, Any]]:
+    """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
+    cfg = train_config(p)
+    if p.get("dp"):
+        state = dp_mod.make_private(
+            model, dm.train_dataloader(), target_epsilon=p["target_epsilon"],
+            target_delta=p["target_delta"], max_grad_norm=p["max_grad_norm"],
+            epochs=p["max_epochs"], resume=resume_from is not None)
+        result = fit(model, ckpt_dir=run.checkpoints, cfg=cfg, train_dataloaders=state.train_loader,
+                     val_dataloaders=dm.val_dataloader())
+        record = state.record(result.epochs_run)
+    else:
+        result = fit(model, dm, ckpt_dir=run.checkpoints, cfg=cfg, resume_from=resume_from)
+        record = {"dp": False}
+    dp_mod.save_record(run.artifacts, record)
+    return result, record
+
+
+def train_headline(result: FitResult, spec: DataSpec, dp_record: Mapping[str, Any] | None = None,
+                   dm: GenDataModule | None = None) -> dict[str, Any]:
     summary = spec.summary()
+    dp_record = dp_record or {"dp": False}
+    canaries = getattr(dm, "canaries", None)
+    extra: dict[str, Any] = {
+        "dp_epsilon": dp_record.get("epsilon"),
+        "n_canaries": 0 if canaries is None else canaries.m,
+        "n_canaries_included": 0 if canaries is None else int(canaries.included_mask().sum()),
+    }
+    if dp_record.get("dp"):
+        extra.update(dp_delta=dp_record["delta"], dp_noise_multiplier=dp_record["noise_multiplier"])
+    else:
+        extra["dp_epsilon_na_reason"] = "trained without DP (dp=False)"
     return {
         "final_val_loss": result.final_val_loss,
         "best_val_loss": result.best_val_loss,
@@ -58,4 +106,5 @@ def train_headline(result: FitResult, spec: DataSpec) -> dict[str, Any]:
         **{k: summary[k] for k in ("n_members", "n_val", "n_holdout_a", "n_holdout_b",
                                    "n_excluded", "data_fingerprint")},
         "dataset": spec.dataset,
+        **extra,
     }

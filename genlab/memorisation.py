@@ -95,7 +95,7 @@ def data_copying_ct(train, test, generated, *, cells: int = 5, seed: int = 0,
     t, p, q = flat(train), flat(test), flat(generated)
     if not isinstance(cells, int) or not 1 <= cells <= len(t):
         raise ValueError(f"cells: expected an integer in [1, {len(t)}], got {cells!r}")
-    km = KMeans(n_clusters=cells, n_init=4, random_state=int(seed)).fit(t)
+    km = KMeans(n_clusters=cells, n_init=2, random_state=int(seed)).fit(t)
     lp, lq = km.predict(p), km.predict(q)
     dp = nn_distances(p, t, 1)[0][:, 0]
     dq = nn_distances(q, t, 1)[0][:, 0]

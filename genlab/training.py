@@ -111,6 +111,11 @@ _NOISY_WARNINGS = (
     r".*`srun` command is available.*",
     r".*Total length of `.*` across ranks is zero.*",
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    # Opacus (DP-SGD): non-cryptographic noise RNG is deliberate (seeded, reproducible runs);
+    # the RDP order hint concerns calibration tightness, not correctness; hooks on first layers
+    r".*Secure RNG turned off.*",
+    r".*Optimal order is the largest alpha.*",
+    r".*Full backward hook is firing when gradients are computed with respect to module outputs.*",
 )
 
 

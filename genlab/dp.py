@@ -1,0 +1,123 @@
+"""DP-SGD training with Opacus 1.6 inside Lightning 2.6 (NOTES.md "Privacy").
+
+How it is wired, and why:
+
+- The model keeps its own optimiser recipe (``configure_optimizers``); :func:`make_private`
+  builds that optimiser once, hands it with the members' DataLoader to Opacus'
+  ``make_private_with_epsilon`` (noise calibrated to reach ``target_epsilon`` at
+  ``target_delta`` after ``epochs`` epochs, flat clipping at ``max_grad_norm``), and replaces the
+  module's ``configure_optimizers`` with one returning the DP optimiser. Lightning's automatic
+  optimisation then calls ``DPOptimizer.step(closure)``: clip per-sample gradients, add noise.
+- Training uses the **Poisson-sampled** DataLoader Opacus returns (each record in each step
+  independently with probability batch_size / N) — the sampling the accountant assumes.
+- Per-sample gradients come from Opacus hooks on the trained sub-networks (``wrap_model=False``):
+  the LightningModule is not wrapped, so checkpoint keys, ``load_model`` and every later notebook
+  are unchanged.
+- Supported: the VAE with a Bernoulli likelihood (images), MLP or conv backbones (GroupNorm is
+  DP-compatible; there is no BatchNorm in genlab's backbones). Refused with a message: the
+  Gaussian-likelihood VAE (its free observation log-variance is a bare parameter Opacus cannot
+  compute per-sample gradients for), the GAN (the discriminator's spectral-norm parametrisation
+  and the joint real/fake batch need their own per-sample treatment — not implemented), and
+  resuming a DP run (the accountant's history is not in the checkpoint).
+
+The accountant's ε after training (:meth:`DPState.epsilon`) goes into the training report and
+``artifacts/dp.json``, which the privacy audit reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from genlab.runs import atomic_write_text
+
+DP_FILE = "dp.json"
+
+
+class DPError(ValueError):
+    """A model or setting DP-SGD training cannot handle here."""
+
+
+@dataclass
+class DPState:
+    engine: Any
+    optimizer: Any
+    train_loader: DataLoader
+    target_epsilon: float
+    target_delta: float
+    max_grad_norm: float
+    noise_multiplier: float
+    sample_rate: float
+    accountant: str
+
+    def epsilon(self) -> float:
+        """The accountant's ε at ``target_delta`` for the steps actually taken."""
+        return float(self.engine.get_epsilon(self.target_delta))
+
+    def record(self, epochs_run: int) -> dict:
+        return {"dp": True, "accountant": self.accountant, "epsilon": self.epsilon(),
+                "delta": self.target_delta, "target_epsilon": self.target_epsilon,
+                "max_grad_norm": self.max_grad_norm, "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate, "epochs_run": int(epochs_run),
+                "sampling": "poisson"}
+
+
+def check_supported(model, *, resume: bool = False) -> None:
+    kind = getattr(model, "model_kind", type(model).__name__)
+    if resume:
+        raise DPError("dp=True with resume_from: the privacy accountant's history is not stored in "
+                      "checkpoints, so a resumed DP run could not state its ε; train from scratch")
+    if kind != "vae":
+        raise DPError(f"dp=True: DP-SGD is implemented for model='vae' only, got model={kind!r} "
+                      "(the GAN discriminator's spectral norm and real/fake batches are not "
+                      "handled yet)")
+    if getattr(model, "likelihood", None) != "bernoulli":
+        raise DPError("dp=True: the VAE needs likelihood='bernoulli' (image data); the Gaussian "
+                      "likelihood's free log-variance has no per-sample gradient in Opacus, got "
+                      f"likelihood={getattr(model, 'likelihood', None)!r}")
+
+
+def make_private(model, train_loader: DataLoader, *, target_epsilon: float, target_delta: float,
+                 max_grad_norm: float, epochs: int, resume: bool = False,
+                 accountant: str = "prv") -> DPState:
+    """Make ``model``'s training DP-SGD; returns the state holding the DP loader and accountant."""
+    check_supported(model, resume=resume)
+    for name, v, ok in (("target_epsilon", target_epsilon, target_epsilon > 0),
+                        ("target_delta", target_delta, 0 < target_delta < 1),
+                        ("max_grad_norm", max_grad_norm, max_grad_norm > 0),
+                        ("epochs", epochs, isinstance(epochs, int) and epochs >= 1)):
+        if not ok:
+            raise DPError(f"{name}: expected a positive value (delta in (0, 1)), got {v!r}")
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    nets = torch.nn.ModuleDict({"encoder": model.encoder, "decoder": model.decoder})
+    errors = ModuleValidator.validate(nets, strict=False)
+    if errors:
+        raise DPError(f"dp=True: layers Opacus cannot train privately: {errors[:3]}")
+    base = model.configure_optimizers()
+    engine = PrivacyEngine(accountant=accountant)
+    _, dp_opt, dp_loader = engine.make_private_with_epsilon(
+        module=nets, optimizer=base, data_loader=train_loader, target_epsilon=float(target_epsilon),
+        target_delta=float(target_delta), epochs=int(epochs), max_grad_norm=float(max_grad_norm),
+        poisson_sampling=True, wrap_model=False)
+    model.configure_optimizers = lambda: dp_opt  # instance override: Lightning gets the DP optimiser
+    return DPState(engine=engine, optimizer=dp_opt, train_loader=dp_loader,
+                   target_epsilon=float(target_epsilon), target_delta=float(target_delta),
+                   max_grad_norm=float(max_grad_norm), noise_multiplier=float(dp_opt.noise_multiplier),
+                   sample_rate=float(1 / len(train_loader)), accountant=accountant)
+
+
+def save_record(artifacts: Path, record: dict) -> None:
+    atomic_write_text(Path(artifacts) / DP_FILE, json.dumps(record, sort_keys=True, indent=1) + "\n")
+
+
+def load_record(artifacts: Path) -> dict:
+    """The training's DP record; ``{"dp": False}`` for a run trained without DP."""
+    path = Path(artifacts) / DP_FILE
+    return json.loads(path.read_text()) if path.exists() else {"dp": False}

@@ -1,0 +1,313 @@
+"""Glue for ``03_privacy_audit.ipynb``: the audit protocol end to end, kept out of the notebook.
+
+Protocol (issue 4, DESIGN.md pools):
+
+1. Scored records: ``n`` members (drawn from ``members``, the data-set records the model was
+   trained on) and ``n`` non-members (from ``holdout_a``), seeded draws without replacement.
+   The reference population for fitted attacks is ``holdout_b`` (never scored). Canaries, when
+   the run has them, are scored by the same fitted attacks.
+2. Every attack gives every record a score (:mod:`genlab.attacks`); each attack is evaluated the
+   same way (:mod:`genlab.privacy`): members and non-members are each split into a seeded
+   selection half and evaluation half; thresholds, the best attack and the bound's operating
+   point are chosen on the selection half, every reported figure is measured on the other half.
+3. Canaries: the best attack (chosen on the records' selection half — never on the canaries)
+   ranks them; the one-run bound of Steinke et al. turns the correct guesses into an ε lower
+   bound, set beside the DP accountant's ε when the run used DP.
+4. Memorisation from the samples (:mod:`genlab.memorisation`) and a verdict with parameterised
+   thresholds.
+
+LiRA shadows (``lira_shadows > 0``) are trained with the audited model's own LightningModule
+class and hyper-parameters on random halves of ``holdout_b``, into ``artifacts/shadows/<k>/``;
+the audited ``model.ckpt`` is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from genlab import privacy as pv
+from genlab.attacks import ATTACKS, fit_attacks, flat, lira_offline, model_loss
+from genlab.canaries import CANARY_FILE, Canaries
+from genlab.data import DataSpec, EpochSeededSampler
+from genlab.dp import load_record
+from genlab.memorisation import data_copying_ct, dcr
+
+FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
+
+
+@dataclass
+class AuditResult:
+    numbers: dict[str, Any]
+    attacks: list[dict]  # one row per attack (table)
+    roc: dict[str, tuple[np.ndarray, np.ndarray]]  # evaluation-half ROC per attack
+    canary: dict | None
+    memo: dict  # DCR etc.; the training bank is members + included canaries
+    ct: dict
+    generated: np.ndarray
+    members_x: np.ndarray
+    tables: dict = field(default_factory=dict)
+
+
+def draw_scored(spec: DataSpec, n_audit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Balanced seeded draws: (member indices, holdout_a indices, n)."""
+    mem, hold = spec.pool("members"), spec.pool("holdout_a")
+    n = min(len(mem), len(hold)) if n_audit is None else int(n_audit)
+    if n > min(len(mem), len(hold)) or n < 4:
+        raise ValueError(f"n_audit: expected an integer in [4, {min(len(mem), len(hold))}] (the "
+                         f"smaller of members={len(mem)} and holdout_a={len(hold)}) or None, got {n_audit!r}")
+    rng = np.random.default_rng([int(seed), 0xA0D17])
+    return (np.sort(rng.choice(mem, n, replace=False)), np.sort(rng.choice(hold, n, replace=False)), n)
+
+
+def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, epochs: int,
+                  batch_size: int, seed: int) -> list:
+    """K shadow models of the audited model's class and hyper-parameters, each on a seeded random
+    half of ``x_pool`` (holdout_b), written to ``artifacts/shadows/<i>/``."""
+    from genlab.models import build_model
+    from genlab.training import TrainConfig, fit, seed_everything
+
+    hp = dict(model.hparams)
+    kind = hp.pop("model_kind")
+    hp.pop("data_shape")
+    shadows = []
+    for i in range(k):
+        s = int(seed) * 1000 + 17 + i
+        half = np.sort(np.random.default_rng([s, 0x5AD]).permutation(len(x_pool))[: len(x_pool) // 2])
+        xs = x_pool[torch.from_numpy(half)]
+        loader = DataLoader(TensorDataset(xs, torch.full((len(xs),), -1)), batch_size=batch_size,
+                            sampler=EpochSeededSampler(len(xs), s))
+        seed_everything(s)
+        shadow = build_model(kind, list(model.data_shape), **hp)
+        fit(shadow, ckpt_dir=Path(run_artifacts) / "shadows" / str(i),
+            cfg=TrainConfig(max_epochs=int(epochs), batch_size=batch_size, seed=s),
+            train_dataloaders=loader)
+        shadows.append(shadow.eval())
+    return shadows
+
+
+def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
+    """low / elevated / high, with the reason — thresholds are notebook parameters."""
+    auc, lo = n["mia_auc_max"], n["mia_auc_max_ci_low"]
+    share, ct = n["dcr_share_closer_to_members"], n["data_copying_ct"]
+    eps_lb = n.get("epsilon_lower_bound")
+    if auc >= p["verdict_auc_high"]:
+        return "high", f"best attack AUC {auc:.3f} >= {p['verdict_auc_high']}"
+    if share >= p["verdict_share_high"]:
+        return "high", f"{share:.1%} of samples closer to members >= {p['verdict_share_high']:.0%}"
+    reasons = []
+    if auc >= p["verdict_auc_elevated"] and lo > 0.5:
+        reasons.append(f"best attack AUC {auc:.3f} >= {p['verdict_auc_elevated']} (CI low {lo:.3f} > 0.5)")
+    if ct is not None and ct <= p["verdict_ct_copying"]:
+        reasons.append(f"C_T {ct:.2f} <= {p['verdict_ct_copying']} (copying)")
+    if eps_lb is not None and eps_lb > 0:
+        reasons.append(f"canary ε lower bound {eps_lb:.2f} > 0")
+    if reasons:
+        return "elevated", "; ".join(reasons)
+    return "low", (f"best attack AUC {auc:.3f} < {p['verdict_auc_elevated']} or not significant; "
+                   f"no copying or canary evidence")
+
+
+def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], *,
+              canaries: Canaries | None = None, shadow_epochs: int | None = None,
+              shadow_batch_size: int = 64) -> AuditResult:
+    """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
+    white-box attacks where it has a VAE's or GAN's internals). ``p``: the notebook parameters."""
+    seed = p["seed"]
+    spec.check_matches(ds)
+    x_all = torch.from_numpy(ds.x)
+    mem_idx, non_idx, n = draw_scored(spec, p["n_audit"], seed)
+    x_mem, x_non = x_all[torch.from_numpy(mem_idx)], x_all[torch.from_numpy(non_idx)]
+    x_ref = x_all[torch.from_numpy(spec.pool("holdout_b"))]
+    generated = flat(model.sample(p["n_generated"], seed=seed))
+    fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p["mc_samples"],
+                         domias_dims=p["domias_dims"], ball_quantile=p["ball_quantile"])
+    s_mem, s_non = fitted.score(x_mem), fitted.score(x_non)
+    s_can = fitted.score(canaries.x()) if canaries is not None else None
+
+    if p.get("lira_shadows", 0) > 0:
+        epochs = p.get("lira_epochs") or shadow_epochs
+        if epochs is None:
+            raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
+        shadows = train_shadows(model, x_ref, artifacts, k=p["lira_shadows"], epochs=epochs,
+                                batch_size=shadow_batch_size, seed=seed)
+        for name, x, target in (("mem", x_mem, s_mem), ("non", x_non, s_non)) + (
+                (("can", canaries.x(), s_can),) if canaries is not None else ()):
+            t = model_loss(model, x, mc_samples=p["mc_samples"], seed=seed)
+            sh = np.stack([model_loss(s, x, mc_samples=p["mc_samples"], seed=seed) for s in shadows])
+            target["lira"] = lira_offline(t, sh)
+
+    sel_m, ev_m = pv.split_halves(n, seed)
+    sel_n, ev_n = pv.split_halves(n, seed + 1)
+    rows, roc, sel_auc = [], {}, {}
+    for name in [a for a in ATTACKS if a in s_mem]:
+        m_, n_ = s_mem[name], s_non[name]
+        auc = pv.roc_auc(m_[ev_m], n_[ev_n], confidence=p["confidence"])
+        sel_auc[name] = pv.roc_auc(m_[sel_m], n_[sel_n]).auc
+        row = {"attack": name, "auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high,
+               "auc_selection_half": sel_auc[name]}
+        for fpr, key in FPR_KEYS.items():
+            t = pv.tpr_at_fpr(m_[sel_m], n_[sel_n], m_[ev_m], n_[ev_n], fpr)
+            row[f"tpr_at_{key}_fpr"] = t["tpr"]
+            row[f"fpr_achieved_{key}"] = t["fpr_achieved"]
+            if t["na_reason"]:
+                row[f"tpr_at_{key}_fpr_na_reason"] = t["na_reason"]
+        rows.append(row)
+        roc[name] = pv.roc_curve(m_[ev_m], n_[ev_n])
+    best = max(sel_auc, key=lambda k: (sel_auc[k], -list(ATTACKS).index(k)))
+    best_row = next(r for r in rows if r["attack"] == best)
+
+    num: dict[str, Any] = {
+        "n_scored_members": n, "n_scored_nonmembers": n,
+        "n_eval_members": len(ev_m), "n_eval_nonmembers": len(ev_n),
+        "n_generated": len(generated),
+        "mia_best_attack": best, "mia_auc_max": best_row["auc"],
+        "mia_auc_max_ci_low": best_row["auc_ci_low"], "mia_auc_max_ci_high": best_row["auc_ci_high"],
+    }
+    for r in rows:
+        num[f"mia_auc_{r['attack']}"] = r["auc"]
+    for key in FPR_KEYS.values():
+        vals = [r[f"tpr_at_{key}_fpr"] for r in rows if r[f"tpr_at_{key}_fpr"] is not None]
+        num[f"tpr_at_{key}_fpr_max"] = max(vals) if vals else None
+        if not vals:
+            num[f"tpr_at_{key}_fpr_max_na_reason"] = rows[0][f"tpr_at_{key}_fpr_na_reason"]
+    ind = pv.best_rate_epsilon(s_mem[best][sel_m], s_non[best][sel_n], s_mem[best][ev_m],
+                               s_non[best][ev_n], delta=p["audit_delta"], confidence=p["confidence"])
+    num["epsilon_indicative_records"] = ind["epsilon"]
+
+    # canaries: one-run bound
+    canary = None
+    if canaries is not None:
+        g = pv.canary_guesses(s_can[best], canaries.included_mask(), guess_frac=p["canary_guess_frac"])
+        bound = pv.one_run_epsilon(g["m"], g["r"], g["v"], delta=p["audit_delta"],
+                                   confidence=p["confidence"])
+        # cap: all r guesses right (the most this audit can show); max_m: all m guessed and right
+        cap = pv.one_run_epsilon(g["m"], g["r"], g["r"], delta=p["audit_delta"],
+                                 confidence=p["confidence"])
+        cap_m = pv.one_run_epsilon_cap(g["m"], delta=p["audit_delta"], confidence=p["confidence"])
+        canary = {"m": g["m"], "r": g["r"], "v": g["v"], "bound": bound, "cap": cap,
+                  "scores": s_can[best], "included": canaries.included_mask()}
+        num.update(epsilon_lower_bound=bound, epsilon_lower_bound_cap=cap,
+                   epsilon_lower_bound_max_m=cap_m, n_canaries=g["m"],
+                   canary_guesses=g["r"], canary_correct=g["v"])
+    else:
+        reason = "run has no canaries (train with canaries=m for the one-run audit)"
+        num.update(epsilon_lower_bound=None, epsilon_lower_bound_na_reason=reason,
+                   epsilon_lower_bound_cap=None, epsilon_lower_bound_cap_na_reason=reason,
+                   epsilon_lower_bound_max_m=None, epsilon_lower_bound_max_m_na_reason=reason,
+                   n_canaries=0)
+
+    dp = load_record(artifacts)
+    if dp.get("dp"):
+        num["dp_epsilon_accountant"] = dp["epsilon"]
+        num["dp_delta_accountant"] = dp["delta"]
+        if canary is None:
+            num["audit_gap"], num["audit_gap_na_reason"] = None, "no canary bound to compare"
+        elif abs(dp["delta"] - p["audit_delta"]) > 1e-15:
+            num["audit_gap"] = None
+            num["audit_gap_na_reason"] = f"audit_delta {p['audit_delta']:g} != training delta {dp['delta']:g}"
+        else:
+            num["audit_gap"] = dp["epsilon"] - canary["bound"]
+    else:
+        num["dp_epsilon_accountant"] = None
+        num["dp_epsilon_accountant_na_reason"] = "trained without DP"
+
+    # memorisation: against everything trained on (members + included canaries)
+    member_ids = [int(i) for i in spec.pool("members")]
+    x_mem_all = x_all[torch.from_numpy(spec.pool("members"))]
+    if canaries is not None:
+        inc = np.flatnonzero(canaries.included_mask())
+        x_mem_all = torch.cat([x_mem_all, canaries.x()[torch.from_numpy(inc)]])
+        member_ids += [f"canary {i}" for i in inc]
+    x_hold_all = x_all[torch.from_numpy(spec.pool("holdout_a"))]
+    memo = dcr(generated, x_mem_all, x_hold_all, seed=seed, near_quantile=p["near_dup_quantile"],
+               confidence=p["confidence"])
+    ct = data_copying_ct(x_mem_all, x_hold_all, generated, cells=min(p["ct_cells"], len(x_mem_all)),
+                         seed=seed)
+    num.update({k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))})
+    num["data_copying_ct"] = ct["data_copying_ct"]
+    if ct["data_copying_ct"] is None:
+        num["data_copying_ct_na_reason"] = ct["data_copying_ct_na_reason"]
+    num["privacy_verdict"], num["privacy_verdict_reason"] = _verdict(num, p)
+
+    tables = {"attacks": rows, "data_copying_cells": ct["cells"], "attack_fit": fitted.info,
+              "indicative_epsilon": {k: v for k, v in ind.items()},
+              "gallery": [{"sample": s, "nearest_member": member_ids[m], "distance": d}
+                          for s, m, d in memo["gallery"]]}
+    return AuditResult(numbers=num, attacks=rows, roc=roc, canary=canary, memo=memo, ct=ct,
+                       generated=generated, members_x=flat(x_mem_all), tables=tables)
+
+
+def load_canaries(artifacts: Path) -> Canaries | None:
+    path = Path(artifacts) / CANARY_FILE
+    return Canaries.load(path) if path.exists() else None
+
+
+def training_epochs(run_path: Path) -> int | None:
+    """The audited run's ``max_epochs`` (from 01_train.json), for LiRA shadows."""
+    js = Path(run_path) / "01_train.json"
+    return json.loads(js.read_text())["parameters"].get("max_epochs") if js.exists() else None
+
+
+# ----------------------------------------------------------------------------------- figures
+def roc_figure(audit: AuditResult):
+    """ROC curves on log-log axes (the low-FPR region is what matters, Carlini et al. 2022)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    n_non = audit.numbers["n_eval_nonmembers"]
+    for r in audit.attacks:
+        fpr, tpr = audit.roc[r["attack"]]
+        keep = (fpr > 0) & (tpr > 0)
+        ax.plot(fpr[keep], tpr[keep], label=f"{r['attack']} (AUC {r['auc']:.3f})")
+    grid = np.logspace(np.log10(1 / n_non), 0, 50)
+    ax.plot(grid, grid, "k:", lw=1, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(1 / n_non, 1), ylim=(1 / n_non, 1.05),
+           xlabel="false positive rate", ylabel="true positive rate",
+           title=f"Membership inference, evaluation half (n={n_non} non-members)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def dcr_figure(audit: AuditResult):
+    m = audit.memo
+    fig, ax = plt.subplots()
+    bins = np.linspace(0, max(m["d_members"].max(), m["d_holdout"].max()), 40)
+    ax.hist(m["d_members"], bins, alpha=0.6, label="to members (size-matched)")
+    ax.hist(m["d_holdout"], bins, alpha=0.6, label="to holdout_a")
+    ax.set(xlabel="distance from a generated sample to its closest record", ylabel="samples",
+           title=f"DCR: {m['dcr_share_closer_to_members']:.1%} closer to members")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(audit: AuditResult, data_shape):
+    """Most copied-looking samples (top) above their nearest members (bottom)."""
+    from genlab.plots import image_grid
+
+    g = audit.memo["gallery"]
+    samples = np.stack([audit.generated[s] for s, _, _ in g]).reshape(len(g), *data_shape)
+    nearest = np.stack([audit.members_x[m] for _, m, _ in g]).reshape(len(g), *data_shape)
+    return image_grid(np.concatenate([samples, nearest]),
+                      "Closest samples (top) and their nearest members (bottom)", ncols=len(g))
+
+
+def canary_figure(audit: AuditResult):
+    c = audit.canary
+    fig, ax = plt.subplots()
+    s, inc = c["scores"], c["included"]
+    bins = np.linspace(s.min(), s.max() + 1e-9, 30)
+    ax.hist(s[inc], bins, alpha=0.6, label=f"included ({inc.sum()})")
+    ax.hist(s[~inc], bins, alpha=0.6, label=f"left out ({(~inc).sum()})")
+    ax.set(xlabel=f"score ({audit.numbers['mia_best_attack']})", ylabel="canaries",
+           title=f"Canaries: {c['v']} of {c['r']} guesses right, ε ≥ {c['bound']:.2f} (cap {c['cap']:.2f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

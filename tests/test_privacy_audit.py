@@ -1,0 +1,150 @@
+"""Proof that the audit works (issue 4): a copier is caught completely, an overfit VAE is caught,
+a DP-trained VAE is not, and the canary bound never exceeds the accountant's ε."""
+
+import numpy as np
+import pytest
+import torch
+
+from genlab import data, dp, experiment, params
+from genlab.canaries import Canaries, make_canaries
+from genlab.models import build_model
+from genlab.privacy_audit import draw_scored, run_audit
+from genlab.runs import RunFolder
+from genlab.training import quiet_lightning, seed_everything
+
+quiet_lightning()
+DS = data.load_dataset("digits")
+
+
+def _params(**kw):
+    p = params.defaults("privacy_audit")
+    p.update(kw)
+    return params.validate("privacy_audit", p)
+
+
+def _spec(n_train):
+    return data.DataSpec.build(DS, seed=0, n_train=n_train)
+
+
+class CopyingGenerator:
+    """Returns its training records (members, then the included canaries), cycled."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def sample(self, n, seed=None):
+        return self.x[torch.arange(n) % len(self.x)]
+
+
+@pytest.fixture(scope="module")
+def holdout_size():
+    return len(_spec(None).pools["holdout_a"])
+
+
+def test_copying_generator_is_caught_completely(tmp_path, holdout_size):
+    can = make_canaries(DS, 60, seed=0)
+    # trained-on records (members + included canaries) as many as holdout_a: the DCR bank is
+    # then not subsampled and every copy has its original in it
+    spec = _spec(holdout_size - int(can.included_mask().sum()))
+    train_x = torch.cat([torch.from_numpy(DS.x[spec.pool("members")]),
+                         can.x()[torch.from_numpy(can.included_mask())]])
+    audit = run_audit(CopyingGenerator(train_x), DS, spec, tmp_path,
+                      _params(n_generated=len(train_x), ct_cells=3), canaries=can)
+    n = audit.numbers
+    assert n["mia_auc_distance"] == 1.0 and n["mia_auc_max"] == 1.0
+    assert n["dcr_share_closer_to_members"] == 1.0
+    assert n["n_exact_duplicates"] == len(train_x)
+    assert n["epsilon_lower_bound"] == pytest.approx(n["epsilon_lower_bound_cap"])
+    assert n["canary_correct"] == n["canary_guesses"] == 30  # guess_frac 0.5: 15 in, 15 out
+    assert n["epsilon_lower_bound_max_m"] > n["epsilon_lower_bound_cap"]
+    assert n["data_copying_ct"] < -5 and n["privacy_verdict"] == "high"
+    assert n["tpr_at_0_1pct_fpr_max"] is None
+    assert "not measurable at n=" in n["tpr_at_0_1pct_fpr_max_na_reason"]
+
+
+def test_scored_draws_balanced_and_checked():
+    spec = _spec(None)
+    m, h, n = draw_scored(spec, 50, seed=1)
+    assert len(m) == len(h) == n == 50
+    assert set(m) <= set(spec.pool("members")) and set(h) <= set(spec.pool("holdout_a"))
+    with pytest.raises(ValueError, match="n_audit: expected an integer in"):
+        draw_scored(spec, 10_000, seed=1)
+
+
+def _overfit_vae(members: torch.Tensor, epochs: int, width: int, seed: int = 0):
+    """The same VAE family, trained full-batch in a plain loop (no Lightning per-epoch cost)."""
+    seed_everything(seed)
+    model = build_model("vae", DS.data_shape, width=width, depth=2, latent_dim=16)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(epochs):
+        rec, kl = model.loss_terms(members)
+        loss = (rec + kl).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+# The overfit setting (NOTES: 2x512, 3000 epochs on 200 images gave AUC ~0.87); measured here:
+# see OVERFIT_* below and the final report. Smallest setting that passed reliably.
+OVERFIT_N, OVERFIT_EPOCHS, OVERFIT_WIDTH = 200, 1500, 512
+
+
+@pytest.mark.slow
+def test_overfit_vae_elbo_attack_detects_members(tmp_path):
+    spec = _spec(OVERFIT_N)
+    model = _overfit_vae(torch.from_numpy(DS.x[spec.pool("members")]), OVERFIT_EPOCHS, OVERFIT_WIDTH)
+    audit = run_audit(model, DS, spec, tmp_path, _params(n_audit=OVERFIT_N, n_generated=500))
+    row = next(r for r in audit.attacks if r["attack"] == "elbo")
+    print(f"overfit VAE: ELBO AUC {row['auc']:.3f} [{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]")
+    assert row["auc"] >= 0.75 and row["auc_ci_low"] > 0.6
+    assert audit.numbers["privacy_verdict"] == "high"
+
+
+@pytest.mark.slow
+def test_dp_vae_attacks_fail_and_bound_below_accountant(tmp_path):
+    """Same family and n as the overfit test, trained with DP-SGD at ε = 1 (through the real
+    01_train path: experiment.datamodule + experiment.train), with 60 canaries."""
+    spec = _spec(OVERFIT_N)
+    run = RunFolder(tmp_path / "run")
+    p = params.validate("train", {**params.defaults("train"), "width": OVERFIT_WIDTH, "max_epochs": 30,
+                                  "batch_size": 50, "dp": True, "target_epsilon": 1.0,
+                                  "canaries": 60, "n_train": OVERFIT_N}, partial=True)
+    seed_everything(0)
+    model = experiment.model_from_params(p, DS.data_shape)
+    dm = experiment.datamodule(DS, spec, run, p)
+    result, record = experiment.train(model, dm, run, p)
+    assert record["dp"] and record["epsilon"] == pytest.approx(1.0, abs=0.05)
+    can = Canaries.load(run.artifacts / "canaries.json")
+    audit = run_audit(model.eval(), DS, spec, run.artifacts,
+                      _params(n_audit=OVERFIT_N, n_generated=500, audit_delta=p["target_delta"]),
+                      canaries=can)
+    n = audit.numbers
+    for r in audit.attacks:
+        print(f"DP VAE: {r['attack']} AUC {r['auc']:.3f}")
+        assert r["auc"] <= 0.60, r
+    assert n["dp_epsilon_accountant"] == pytest.approx(record["epsilon"])
+    assert n["epsilon_lower_bound"] <= n["dp_epsilon_accountant"]
+    assert n["audit_gap"] >= 0
+
+
+def test_dp_refuses_unsupported_combinations():
+    gan = build_model("gan", DS.data_shape)
+    with pytest.raises(dp.DPError, match="model='vae' only"):
+        dp.check_supported(gan)
+    toy = build_model("vae", [2])
+    with pytest.raises(dp.DPError, match="likelihood='bernoulli'"):
+        dp.check_supported(toy)
+    with pytest.raises(dp.DPError, match="resume_from"):
+        dp.check_supported(build_model("vae", DS.data_shape), resume=True)
+
+
+def test_canaries_are_seeded_outliers_and_roundtrip(tmp_path):
+    a, b = make_canaries(DS, 20, seed=3), make_canaries(DS, 20, seed=3)
+    assert a.records == b.records and a.included == b.included
+    assert set(np.unique(a.x().numpy())) <= {0.0, 1.0}
+    a.save(tmp_path / "c.json")
+    assert Canaries.load(tmp_path / "c.json") == a
+    with pytest.raises(ValueError, match="canaries: expected a positive integer"):
+        make_canaries(DS, 0, seed=0)
