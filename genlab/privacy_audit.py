@@ -245,6 +245,18 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
                        generated=generated, members_x=flat(x_mem_all), tables=tables)
 
 
+def load_data(spec: DataSpec):
+    """The data set a run was trained on (a built-in by name, else its recorded source path),
+    checked against the spec's hash so pool indices mean what they meant in training."""
+    from genlab.data import BUILTIN_DATASETS, load_dataset
+    from genlab.runs import resolve_input
+
+    recorded = spec.dataset if spec.dataset in BUILTIN_DATASETS else spec.source
+    ds = load_dataset(resolve_input(recorded))
+    spec.check_matches(ds)
+    return ds
+
+
 def load_canaries(artifacts: Path) -> Canaries | None:
     path = Path(artifacts) / CANARY_FILE
     return Canaries.load(path) if path.exists() else None
