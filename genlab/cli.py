@@ -1,6 +1,7 @@
 """Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
 
     genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
+    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
     genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
     genlab golden [train ...]
     genlab params [train]
@@ -53,6 +54,31 @@ def _split_only(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def _sweep(args) -> int:
+    import json
+
+    from genlab.runs import atomic_write_text
+    from genlab.sweep import load_sweep, run_sweep
+
+    if args.workers < 1 or args.threads < 1:
+        print("genlab: error: --workers and --threads must be ≥ 1", file=sys.stderr)
+        return 2
+    try:
+        sweep = load_sweep(args.file, args.reports_dir)
+    except P.ParameterError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = run_sweep(sweep, workers=args.workers, threads=args.threads,
+                         scheduler=args.scheduler)
+    except KeyboardInterrupt:
+        print("genlab: interrupted; finished runs are in place", file=sys.stderr)
+        return 130
+    atomic_write_text(sweep.folder / "timings.json", json.dumps(
+        {r["run"]: r["seconds"] for r in rows}, indent=1, sort_keys=True) + "\n")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
 def _gate(args) -> int:
     from genlab.gate import GateError, evaluate, load_rules
     from genlab.reports import Table
@@ -78,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
     run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    sweep = sub.add_parser("sweep", help="run a grid of parameter sets on Dask")
+    sweep.add_argument("file", type=Path, help="sweep YAML (name, only, base, grid, runs)")
+    sweep.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    sweep.add_argument("--threads", type=int, default=1, help="compute threads per run")
+    sweep.add_argument("--scheduler", help="address of an existing Dask scheduler "
+                       "(workers must share this file system)")
+    sweep.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     gate = sub.add_parser("gate", help="check rules over headline JSON; non-zero exit on failure")
     gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
     gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
@@ -94,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "gate":
         return _gate(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "golden":
         found = available_notebooks()
         for short in args.only or list(found):
