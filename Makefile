@@ -34,8 +34,9 @@ test: install
 golden: install
 	$(BIN)/genlab golden
 
+## Speed benchmarks (each prints JSON; ratios are measured side by side in one process)
 benchmark: install
-	$(BIN)/python benchmarks/train_overhead.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf reports/*/ reports/.staging .pytest_cache
