@@ -49,7 +49,7 @@ class AuditResult:
     attacks: list[dict]  # one row per attack (table)
     roc: dict[str, tuple[np.ndarray, np.ndarray]]  # evaluation-half ROC per attack
     canary: dict | None
-    memo: dict  # DCR etc.; the training bank is members + included canaries
+    memo: dict  # DCR etc. on the samples not nearest to a canary
     ct: dict
     generated: np.ndarray
     members_x: np.ndarray
@@ -219,17 +219,23 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         num["dp_epsilon_accountant"] = None
         num["dp_epsilon_accountant_na_reason"] = "trained without DP"
 
-    # memorisation: against everything trained on (members + included canaries)
-    member_ids = [int(i) for i in spec.pool("members")]
+    # memorisation of data-set records: members vs holdout_a. Samples nearer to a canary than to
+    # any data record reproduce canaries (outliers): they are counted apart and left out here,
+    # since outlier canaries would otherwise pull blurry samples into the "members" bank.
     x_mem_all = x_all[torch.from_numpy(spec.pool("members"))]
-    if canaries is not None:
-        inc = np.flatnonzero(canaries.included_mask())
-        x_mem_all = torch.cat([x_mem_all, canaries.x()[torch.from_numpy(inc)]])
-        member_ids += [f"canary {i}" for i in inc]
     x_hold_all = x_all[torch.from_numpy(spec.pool("holdout_a"))]
-    memo = dcr(generated, x_mem_all, x_hold_all, seed=seed, near_quantile=p["near_dup_quantile"],
+    gen_memo = generated
+    if canaries is not None:
+        from genlab.attacks import nn_distances
+        d_can = nn_distances(generated, canaries.x(), 1)[0][:, 0]
+        d_data = nn_distances(generated, torch.cat([x_mem_all, x_hold_all]), 1)[0][:, 0]
+        near_canary = d_can < d_data
+        num["n_samples_nearest_a_canary"] = int(near_canary.sum())
+        gen_memo = generated[~near_canary]
+    member_ids = [int(i) for i in spec.pool("members")]
+    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=seed, near_quantile=p["near_dup_quantile"],
                confidence=p["confidence"])
-    ct = data_copying_ct(x_mem_all, x_hold_all, generated, cells=min(p["ct_cells"], len(x_mem_all)),
+    ct = data_copying_ct(x_mem_all, x_hold_all, gen_memo, cells=min(p["ct_cells"], len(x_mem_all)),
                          seed=seed)
     num.update({k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))})
     num["data_copying_ct"] = ct["data_copying_ct"]
@@ -242,7 +248,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
               "gallery": [{"sample": s, "nearest_member": member_ids[m], "distance": d}
                           for s, m, d in memo["gallery"]]}
     return AuditResult(numbers=num, attacks=rows, roc=roc, canary=canary, memo=memo, ct=ct,
-                       generated=generated, members_x=flat(x_mem_all), tables=tables)
+                       generated=gen_memo, members_x=flat(x_mem_all), tables=tables)
 
 
 def load_data(spec: DataSpec):

@@ -43,9 +43,9 @@ def holdout_size():
 
 def test_copying_generator_is_caught_completely(tmp_path, holdout_size):
     can = make_canaries(DS, 60, seed=0)
-    # trained-on records (members + included canaries) as many as holdout_a: the DCR bank is
-    # then not subsampled and every copy has its original in it
-    spec = _spec(holdout_size - int(can.included_mask().sum()))
+    # members as many as holdout_a: the DCR bank is not subsampled (copies of canaries are
+    # counted apart, not in the members-vs-holdout share)
+    spec = _spec(holdout_size)
     train_x = torch.cat([torch.from_numpy(DS.x[spec.pool("members")]),
                          can.x()[torch.from_numpy(can.included_mask())]])
     audit = run_audit(CopyingGenerator(train_x), DS, spec, tmp_path,
@@ -53,7 +53,9 @@ def test_copying_generator_is_caught_completely(tmp_path, holdout_size):
     n = audit.numbers
     assert n["mia_auc_distance"] == 1.0 and n["mia_auc_max"] == 1.0
     assert n["dcr_share_closer_to_members"] == 1.0
-    assert n["n_exact_duplicates"] == len(train_x)
+    n_inc = int(can.included_mask().sum())
+    assert n["n_samples_nearest_a_canary"] == n_inc
+    assert n["n_exact_duplicates"] == len(train_x) - n_inc
     assert n["epsilon_lower_bound"] == pytest.approx(n["epsilon_lower_bound_cap"])
     assert n["canary_correct"] == n["canary_guesses"] == 30  # guess_frac 0.5: 15 in, 15 out
     assert n["epsilon_lower_bound_max_m"] > n["epsilon_lower_bound_cap"]
@@ -75,7 +77,7 @@ def _overfit_vae(members: torch.Tensor, epochs: int, width: int, seed: int = 0):
     """The same VAE family, trained full-batch in a plain loop (no Lightning per-epoch cost)."""
     seed_everything(seed)
     model = build_model("vae", DS.data_shape, width=width, depth=2, latent_dim=16)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR)
     model.train()
     for _ in range(epochs):
         rec, kl = model.loss_terms(members)
@@ -86,16 +88,18 @@ def _overfit_vae(members: torch.Tensor, epochs: int, width: int, seed: int = 0):
     return model.eval()
 
 
-# The overfit setting (NOTES: 2x512, 3000 epochs on 200 images gave AUC ~0.87); measured here:
-# see OVERFIT_* below and the final report. Smallest setting that passed reliably.
-OVERFIT_N, OVERFIT_EPOCHS, OVERFIT_WIDTH = 200, 1500, 512
+# The overfit setting (NOTES: 2x512, 3000 epochs at lr 1e-3 on 200 images gave AUC ~0.87).
+# Measured (seed 0, n=200, ELBO attack, evaluation half 100/100): lr 1e-3: 0.70 at 2000 epochs;
+# lr 3e-3: 0.60 / 0.67 / 0.72 at 400 / 800 / 1200 epochs. Hence lr 3e-3 and 2000 epochs.
+OVERFIT_N, OVERFIT_EPOCHS, OVERFIT_WIDTH, OVERFIT_LR = 200, 2000, 512, 3e-3
 
 
 @pytest.mark.slow
 def test_overfit_vae_elbo_attack_detects_members(tmp_path):
     spec = _spec(OVERFIT_N)
     model = _overfit_vae(torch.from_numpy(DS.x[spec.pool("members")]), OVERFIT_EPOCHS, OVERFIT_WIDTH)
-    audit = run_audit(model, DS, spec, tmp_path, _params(n_audit=OVERFIT_N, n_generated=500))
+    audit = run_audit(model, DS, spec, tmp_path,
+                      _params(n_audit=OVERFIT_N, n_generated=500, mc_samples=32))
     row = next(r for r in audit.attacks if r["attack"] == "elbo")
     print(f"overfit VAE: ELBO AUC {row['auc']:.3f} [{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]")
     assert row["auc"] >= 0.75 and row["auc_ci_low"] > 0.6
@@ -108,7 +112,7 @@ def test_dp_vae_attacks_fail_and_bound_below_accountant(tmp_path):
     01_train path: experiment.datamodule + experiment.train), with 60 canaries."""
     spec = _spec(OVERFIT_N)
     run = RunFolder(tmp_path / "run")
-    p = params.validate("train", {**params.defaults("train"), "width": OVERFIT_WIDTH, "max_epochs": 30,
+    p = params.validate("train", {**params.defaults("train"), "width": OVERFIT_WIDTH, "max_epochs": 15,
                                   "batch_size": 50, "dp": True, "target_epsilon": 1.0,
                                   "canaries": 60, "n_train": OVERFIT_N}, partial=True)
     seed_everything(0)
