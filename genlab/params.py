@@ -174,26 +174,6 @@ EVALUATE = _COMMON + [
 ]
 NOTEBOOK_PARAMS["evaluate"] = EVALUATE
 
-EVALUATE = _COMMON + [
-    Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
-          "the members, raw 'pixels' (no labels needed), or 'inception' (needs torch-fidelity "
-          "and cached weights)", choices=("classifier", "pixels", "inception")),
-    Param("n_samples", None, int, "generated records to evaluate; None = as many as holdout_a "
-          "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
-    Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
-          "generator, evaluated instead of the run's model", optional=True),
-    Param("subsample_frac", 0.5, float, "CI subsample size m as a share of the smaller set",
-          low=0.05, high=1.0),
-    Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),
-    Param("ci_level", 0.95, float, "confidence level of the intervals", low=0.5, high=0.999),
-    Param("nearest_k", 5, int, "k of precision / recall / density / coverage", low=1, high=100),
-    Param("iw_samples", 64, int, "importance samples of the VAE likelihood bound", low=1,
-          high=10_000),
-    Param("min_slice", 20, int, "records per class below which a slice is not judged", low=3,
-          high=100_000),
-]
-NOTEBOOK_PARAMS["evaluate"] = EVALUATE
-
 _DRIFT_REPS = ("pixels", "pca", "latent", "score", "softmax", "features")
 DRIFT_STUDY = _COMMON + [
     Param("full", False, bool, "full setting: >= 100 trials per cell, every shift intensity, "
