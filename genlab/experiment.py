@@ -27,11 +27,12 @@ def model_from_params(p: Mapping[str, Any], data_shape) -> Any:
     return build_model(p["model"], list(data_shape), **hparams)
 
 
-def train_config(p: Mapping[str, Any]) -> TrainConfig:
+def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
         max_epochs=p["max_epochs"], batch_size=p["batch_size"], seed=p["seed"],
         accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
         strategy=p["strategy"], early_stopping_patience=p["early_stopping_patience"],
+        num_nodes=num_nodes,
     )
 
 
@@ -63,9 +64,9 @@ def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: Mapping[str, Any]
 
 
 def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
-          resume_from: str | None = None) -> tuple[FitResult, dict[str, Any]]:
+          resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
-    cfg = train_config(p)
+    cfg = train_config(p, num_nodes)
     if p.get("dp"):
         state = dp_mod.make_private(
             model, dm.train_dataloader(), target_epsilon=p["target_epsilon"],

@@ -84,6 +84,7 @@ class TrainConfig:
     strategy: str = "auto"
     early_stopping_patience: int = 0
     check_val_every_n_epoch: int = 1
+    num_nodes: int = 1  # multi-node runs only from the script entry (genlab.train), not a kernel
 
 
 @dataclass
@@ -268,6 +269,7 @@ def build_trainer(cfg: TrainConfig, ckpt_dir: Path | None, callbacks: Sequence[C
         devices=cfg.devices,
         precision=cfg.precision,
         strategy=cfg.strategy,
+        num_nodes=int(cfg.num_nodes),
         check_val_every_n_epoch=int(cfg.check_val_every_n_epoch),
         callbacks=cbs,
         logger=False,
