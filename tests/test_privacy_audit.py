@@ -152,3 +152,46 @@ def test_canaries_are_seeded_outliers_and_roundtrip(tmp_path):
     assert Canaries.load(tmp_path / "c.json") == a
     with pytest.raises(ValueError, match="canaries: expected a positive integer"):
         make_canaries(DS, 0, seed=0)
+
+
+def _tree(root):
+    import hashlib
+    return {str(f.relative_to(root)): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.slow
+def test_lira_shadows_end_to_end(tmp_path):
+    """LiRA with K=4 shadows on digits, through the real 01_train path and the notebook's call:
+    it runs, writes new files only under artifacts/shadows/, leaves model.ckpt byte- and
+    mtime-identical, and gives a `lira` row with the same fields as every other attack."""
+    from genlab.models import load_model
+    from genlab.privacy_audit import training_epochs
+
+    spec = _spec(100)
+    run = RunFolder(tmp_path / "run")
+    p = params.validate("train", {**params.defaults("train"), "max_epochs": 2, "batch_size": 50,
+                                  "n_train": 100}, partial=True)
+    seed_everything(0)
+    model = experiment.model_from_params(p, DS.data_shape)
+    result, _ = experiment.train(model, experiment.datamodule(DS, spec, run, p), run, p)
+    experiment.publish_model(result, run, p)
+    model = load_model(run.require(run.model_ckpt, "train"))
+    before = _tree(run.path)
+    audit = run_audit(model.eval(), DS, spec, run.artifacts,
+                      _params(n_audit=100, n_generated=200, mc_samples=4, lira_shadows=4,
+                              lira_epochs=2),
+                      shadow_epochs=training_epochs(run.path))
+    after = _tree(run.path)
+    changed = {k for k in after if before.get(k) != after[k]}
+    assert changed and all(k.startswith("artifacts/shadows/") for k in changed), sorted(changed)
+    assert {k.split("/")[2] for k in changed} == {"0", "1", "2", "3"}
+    assert set(before) <= set(after)
+    assert after["artifacts/model.ckpt"] == before["artifacts/model.ckpt"]
+    rows = {r["attack"]: r for r in audit.attacks}
+    assert "lira" in rows and set(rows["lira"]) == set(rows["elbo"])
+    lira = rows["lira"]
+    assert 0.0 <= lira["auc_ci_low"] <= lira["auc"] <= lira["auc_ci_high"] <= 1.0
+    assert audit.numbers["mia_auc_lira"] == lira["auc"]
+    print(f"LiRA K=4 (offline), 2-epoch VAE on 100 digits: AUC {lira['auc']:.3f} "
+          f"[{lira['auc_ci_low']:.3f}, {lira['auc_ci_high']:.3f}]")
