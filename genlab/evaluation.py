@@ -100,8 +100,12 @@ def noise_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> 
     return (np.clip(x, 0, 1) if is_image else x).astype(np.float32)
 
 
-def candidates(ctx: Context, ext, p: Mapping[str, Any]) -> tuple[list[Candidate], Candidate]:
-    """(rows: model, real-vs-real floor, baseline; the real reference holdout_b)."""
+def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True
+               ) -> tuple[list[Candidate], Candidate]:
+    """(rows: model, real-vs-real floor, baseline; the real reference holdout_b).
+
+    With ``references=False`` only the model row (the comparison of several runs computes the
+    floor and baseline rows once, for the first run)."""
     ds, spec = ctx.ds, ctx.spec
     a, b, mem = (spec.pool(k) for k in ("holdout_a", "holdout_b", "members"))
     n = p["n_samples"] or len(a)
@@ -121,11 +125,12 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any]) -> tuple[list[Candidate]
         gx = ctx.model.sample(n, seed=p["seed"]).detach().cpu().numpy()
     else:
         gx, _ = load_samples(p["samples"], ds.data_shape)
-    rows = [
-        make("model" if p["samples"] is None else "samples", gx),
-        make("real (holdout_a)", ds.x[a], ds.y[a] if ds.y is not None else None),
-        make("baseline (noise)", noise_baseline(ds.x[mem], len(gx), p["seed"], ds.is_image)),
-    ]
+    rows = [make("model" if p["samples"] is None else "samples", gx)]
+    if references:
+        rows += [
+            make("real (holdout_a)", ds.x[a], ds.y[a] if ds.y is not None else None),
+            make("baseline (noise)", noise_baseline(ds.x[mem], len(gx), p["seed"], ds.is_image)),
+        ]
     ref = make("reference (holdout_b)", ds.x[b], ds.y[b] if ds.y is not None else None)
     return rows, ref
 
@@ -224,7 +229,7 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
     return rows, notes
 
 
-def evaluate(ctx: Context, ext, p: Mapping[str, Any]) -> Evaluation:
+def evaluate(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True) -> Evaluation:
     """All rows' metrics, TRTR, calibration, class slices and (VAE) likelihoods.
 
     Runs with one BLAS/torch thread: its matrices are small (m×d with m in the hundreds), where
@@ -235,13 +240,13 @@ def evaluate(ctx: Context, ext, p: Mapping[str, Any]) -> Evaluation:
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1):
-            return _evaluate(ctx, ext, p)
+            return _evaluate(ctx, ext, p, references)
     finally:
         torch.set_num_threads(before)
 
 
-def _evaluate(ctx: Context, ext, p: Mapping[str, Any]) -> Evaluation:
-    rows_c, ref = candidates(ctx, ext, p)
+def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) -> Evaluation:
+    rows_c, ref = candidates(ctx, ext, p, references=references)
     ds, spec = ctx.ds, ctx.spec
     mem = spec.pool("members")
     members_f = ext.features(ds.x[mem])
@@ -340,3 +345,98 @@ def tables(ev: Evaluation) -> dict[str, Any]:
     curves = {k: {kk: v for kk, v in c.items() if kk != "curves"} for k, c in ev.fd_curves.items()}
     return {"rows": ev.rows, "fd_curves": curves, "reliability": ev.reliability,
             "class_shares": ev.shares, "slices": ev.slices, "slice_warnings": ev.warnings}
+
+
+# --------------------------------------------------------------------------- several models
+@dataclass
+class Comparison:
+    """Several runs of one data fingerprint, measured in one feature space against holdout_b."""
+
+    names: list[str]                 # one per run (the run folder's name, made unique)
+    run_dirs: list[str]
+    fingerprint: str
+    rows: list[dict]                 # one per model, then the floor and baseline rows
+    headlines: dict[str, dict]       # run name -> headline numbers (with the shared references)
+    out_dir: Any = None              # pathlib.Path of the comparison's report folder
+
+
+def parse_run_dirs(value: Any) -> list[str]:
+    """`run_dirs` as a list, or as text: 'a,b' or '[a, b]' (what `-p run_dirs=[a,b]` gives)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = value.strip().strip("[]").split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise D.DataError(f"run_dirs: expected a list of run folders, got {value!r}")
+    out = [str(v).strip().strip("'\"") for v in items]
+    out = [v for v in out if v]
+    if len(out) < 2:
+        raise D.DataError(f"run_dirs: name at least two run folders to compare, got {out}")
+    return out
+
+
+def comparison_dir(run_dirs: list[str]) -> RunFolder:
+    """`reports/compare-<run>-<run>...` beside the first run (its own report folder)."""
+    from pathlib import Path
+
+    first = RunFolder(run_dirs[0], create=False).path
+    names = "-".join(Path(RunFolder(d, create=False).path).name for d in run_dirs)
+    return RunFolder(first.parent / f"compare-{names}")
+
+
+def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison:
+    """Evaluate every run of `p["run_dirs"]` in the first run's feature space; one table.
+
+    All runs must share one data fingerprint (same records in the same pools), else the
+    comparison would set numbers against different references: a `DataError` names both
+    fingerprints. The floor and baseline rows are computed once (for the first run; every model
+    row has the same n by default). `first` = (ctx, ext, ev) of the first run when the notebook
+    already evaluated it."""
+    dirs = parse_run_dirs(p["run_dirs"])
+    if p.get("samples") is not None:
+        raise D.DataError("run_dirs compares the runs' own models; drop samples= or run_dirs=")
+    ctxs = [first[0] if first is not None and i == 0 else load_context({**p, "run_dir": d})
+            for i, d in enumerate(dirs)]
+    fp0 = ctxs[0].spec.fingerprint
+    for d, c in zip(dirs[1:], ctxs[1:]):
+        if c.spec.fingerprint != fp0:
+            raise D.DataError(
+                f"run_dirs: runs must share one data fingerprint to be compared; {dirs[0]!r} has "
+                f"{fp0!r} but {d!r} has {c.spec.fingerprint!r} (train them on the same data "
+                f"with the same seed and pool fractions)")
+    ext = first[1] if first is not None else make_extractor(ctxs[0], p)
+    evs = [first[2] if first is not None else evaluate(ctxs[0], ext, p)]
+    evs += [evaluate(c, ext, p, references=False) for c in ctxs[1:]]
+    names: list[str] = []
+    for c in ctxs:
+        name = c.run.path.name
+        while name in names:
+            name += "'"
+        names.append(name)
+    rows = []
+    for name, ev, c in zip(names, evs, ctxs):
+        kind = getattr(c.model, "model_kind", "model")
+        rows.append({**ev.rows[0], "row": f"{name} ({kind})"})
+    rows += [dict(r) for r in evs[0].rows[1:]]
+    floor, base = evs[0].rows[1:]
+    heads = {}
+    for name, ev, c in zip(names, evs, ctxs):
+        full = Evaluation([ev.rows[0], floor, base], ev.fd_curves, ev.reliability, ev.shares,
+                          ev.slices, ev.likelihood, ev.warnings)
+        heads[name] = headline(full, ext, c)
+    return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs).path)
+
+
+def write_comparison(cmp: Comparison, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """`02_evaluate_compare.json` (per run: headline numbers) and `.tables.json` (the rows)."""
+    from genlab import reports
+
+    folder = RunFolder(cmp.out_dir)
+    numbers = {f"{name}.{k}": v for name, h in cmp.headlines.items() for k, v in h.items()}
+    numbers["data_fingerprint"] = cmp.fingerprint
+    prov = {**provenance, "run_dirs": cmp.run_dirs}
+    return reports.write_headline(folder, "02_evaluate_compare", numbers, provenance=prov,
+                                  tables={"runs": dict(zip(cmp.names, cmp.run_dirs)),
+                                          "rows": cmp.rows})

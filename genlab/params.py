@@ -149,6 +149,10 @@ PRIVACY_AUDIT = _COMMON + [
           low=0.5, high=1.0),
     Param("verdict_share_high", 0.6, float, "verdict: share of samples closer to members at which "
           "leakage is 'high'", low=0.5, high=1.0),
+    Param("verdict_min_distinct_nearest", 30, int, "verdict: the share of samples closer to "
+          "members counts only when the samples are nearest to at least this many distinct "
+          "records (samples of a model that repeats itself are not independent)", low=1,
+          high=100_000),
     Param("verdict_ct_copying", -3.0, float, "verdict: C_T at or below which samples copy "
           "('elevated')", low=-1000.0, high=0.0),
 ]
@@ -162,6 +166,9 @@ EVALUATE = _COMMON + [
           "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
     Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
           "generator, evaluated instead of the run's model", optional=True),
+    Param("run_dirs", None, (str, list), "several run folders sharing one data fingerprint "
+          "(a list, or 'a,b'): the first is narrated as run_dir is, all are compared in one "
+          "table written to reports/compare-<runs>/; None = only run_dir", optional=True),
     Param("subsample_frac", 0.5, float, "CI subsample size m as a share of the smaller set",
           low=0.05, high=1.0),
     Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),

@@ -1,0 +1,70 @@
+"""Several models in 02_evaluate (`run_dirs`): one table, one fingerprint, its own report folder."""
+
+import json
+
+import pytest
+from lightning.pytorch import seed_everything
+
+from genlab import data, evaluation as E, experiment, params, reports
+from genlab.runs import RunFolder
+
+
+def _train(folder, model, seed=0):
+    """A tiny run on the toy data (2 epochs), built as 01_train builds one."""
+    ds = data.load_dataset("toy")
+    p = params.validate("train", {"dataset": "toy", "model": model, "max_epochs": 2, "width": 32,
+                                  "seed": seed, "batch_size": 128}, partial=True)
+    run = RunFolder(folder)
+    spec = data.DataSpec.build(ds, seed=seed)
+    spec.save(run.data_spec)
+    seed_everything(seed)
+    net = experiment.model_from_params(p, ds.data_shape)
+    result, _ = experiment.train(net, experiment.datamodule(ds, spec, run, p), run, p)
+    experiment.publish_model(result, run, p)
+    return str(run.path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    return {"vae": _train(root / "vae", "vae"), "gan": _train(root / "gan", "gan"),
+            "other": _train(root / "other-seed", "vae", seed=1)}
+
+
+def _p(**kw):
+    return params.validate("evaluate", {**params.defaults("evaluate"), "n_draws": 3,
+                                        "n_samples": 200, **kw}, partial=True)
+
+
+def test_two_models_one_table_in_own_folder(runs):
+    p = _p(run_dirs=f"{runs['vae']},{runs['gan']}")
+    cmp = E.compare_runs(p)
+    assert cmp.names == ["vae", "gan"]
+    assert [r["row"] for r in cmp.rows] == ["vae (vae)", "gan (gan)", "real (holdout_a)",
+                                            "baseline (noise)"]
+    for r in cmp.rows[:2]:
+        assert r["fd_ci_low"] <= r["fd"] <= r["fd_ci_high"] and r["m"] == cmp.rows[0]["m"]
+    assert cmp.headlines["vae"]["fd_real_vs_real"] == cmp.headlines["gan"]["fd_real_vs_real"]
+    assert cmp.headlines["vae"]["fd"] != cmp.headlines["gan"]["fd"]
+    prov = reports.provenance(p, dataset="toy", data_fingerprint=cmp.fingerprint)
+    E.write_comparison(cmp, prov)
+    assert cmp.out_dir.name == "compare-vae-gan" and cmp.out_dir.parent == RunFolder(runs["vae"]).path.parent
+    doc = json.loads((cmp.out_dir / "02_evaluate_compare.json").read_text())
+    assert doc["gan.fd"] == cmp.headlines["gan"]["fd"] and doc["data_fingerprint"] == cmp.fingerprint
+    tables = json.loads((cmp.out_dir / "02_evaluate_compare.tables.json").read_text())
+    assert len(tables["rows"]) == 4 and tables["runs"]["gan"] == runs["gan"]
+    # the single-run default is untouched: its first row is still "model"
+    assert params.defaults("evaluate")["run_dirs"] is None
+
+
+def test_different_fingerprints_are_refused_naming_both(runs):
+    fp = {k: data.DataSpec.load(RunFolder(v).data_spec).fingerprint for k, v in runs.items()}
+    with pytest.raises(data.DataError, match="one data fingerprint") as err:
+        E.compare_runs(_p(run_dirs=[runs["vae"], runs["other"]]))
+    assert fp["vae"] in str(err.value) and fp["other"] in str(err.value)
+
+
+def test_run_dirs_parsing():
+    assert E.parse_run_dirs("[a, 'b']") == ["a", "b"] and E.parse_run_dirs(["a", "b"]) == ["a", "b"]
+    with pytest.raises(data.DataError, match="at least two"):
+        E.parse_run_dirs("a")
