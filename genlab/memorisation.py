@@ -3,6 +3,11 @@
 - :func:`dcr` — distance to closest record: generated → members vs generated → ``holdout_a``,
   with members subsampled to the holdout's size (a larger bank is closer by chance alone), and
   the share of samples closer to members (50 % for a model that generalises; 100 % for a copier).
+  Samples are not independent evidence: a barely trained model emits near-identical blobs whose
+  nearest record is the same one, so the share is then one coin flip however many samples are
+  drawn. Its CI is therefore a cluster bootstrap over the *records* (each sample grouped with
+  the record, member or holdout, it is nearest to), and ``dcr_n_distinct_nearest`` says how many
+  distinct records the samples are nearest to (the verdict ignores the share below a minimum).
 - nearest-neighbour distance ratio (d₁/d₂ to members): a sample far closer to one member than to
   the next is a likely copy even when the absolute distance looks ordinary.
 - :func:`data_copying_ct` — the three-sample test C_T of Meehan, Chaudhuri & Dasgupta (2020):
@@ -20,13 +25,42 @@ from scipy import stats
 from sklearn.cluster import KMeans
 
 from genlab.attacks import flat, nn_distances
-from genlab.privacy import clopper_pearson
 
-__all__ = ["dcr", "data_copying_ct", "mann_whitney_z"]
+__all__ = ["dcr", "data_copying_ct", "mann_whitney_z", "record_share"]
+
+
+def record_share(d_mem, i_mem, d_hold, i_hold, n_bank: int, *, seed: int = 0,
+                 confidence: float = 0.95, n_boot: int = 2000) -> dict:
+    """CI of the share of samples closer to members, bootstrapped over records, not samples.
+
+    Each sample belongs to the record it is nearest to in the union of the two size-matched
+    banks (its nearest member if ``d_mem < d_hold``, else its nearest holdout record; a tie
+    counts ½ closer and goes with the member). The records that hold at least one sample are the
+    independent units: they are resampled with replacement and the share recomputed as the ratio
+    of sums (a cluster bootstrap; percentile interval). A model whose samples all sit by one
+    record gets ``n_distinct == 1`` — one coin flip — and a degenerate interval that the verdict
+    must not trust (see ``privacy_audit._verdict``)."""
+    d_mem, d_hold = np.asarray(d_mem), np.asarray(d_hold)
+    to_mem = d_mem <= d_hold
+    closer = (d_mem < d_hold) + 0.5 * (d_mem == d_hold)
+    # record ids: members 0..n_bank-1, holdout records n_bank..2*n_bank-1
+    rid = np.where(to_mem, np.asarray(i_mem), n_bank + np.asarray(i_hold))
+    ids, inv = np.unique(rid, return_inverse=True)
+    tot = np.bincount(inv).astype(float)
+    clo = np.bincount(inv, weights=closer)
+    c = len(ids)
+    rng = np.random.default_rng([int(seed), 0xB007])
+    w = rng.multinomial(c, np.full(c, 1.0 / c), size=int(n_boot)).astype(float)
+    den = w @ tot
+    boots = (w @ clo)[den > 0] / den[den > 0]
+    a = (1 - confidence) / 2
+    lo, hi = (float(v) for v in np.quantile(boots, [a, 1 - a]))
+    return {"ci_low": lo, "ci_high": hi, "n_distinct": int(c),
+            "n_distinct_members": int((ids < n_bank).sum())}
 
 
 def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.01,
-        gallery: int = 8, confidence: float = 0.95) -> dict:
+        gallery: int = 8, confidence: float = 0.95, n_boot: int = 2000) -> dict:
     """Distance-to-closest-record figures and the most copied-looking samples.
 
     Returns plain numbers (see the keys) plus arrays for plots: ``d_members`` / ``d_holdout``
@@ -42,12 +76,13 @@ def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.
     n_bank = min(len(mem), len(hold))
     mem_sub = mem[np.sort(rng.choice(len(mem), n_bank, replace=False))]
     hold_sub = hold[np.sort(rng.choice(len(hold), n_bank, replace=False))]
-    d_mem = nn_distances(g, mem_sub, 1)[0][:, 0]
-    d_hold = nn_distances(g, hold_sub, 1)[0][:, 0]
+    d_mem, i_mem = (a[:, 0] for a in nn_distances(g, mem_sub, 1))
+    d_hold, i_hold = (a[:, 0] for a in nn_distances(g, hold_sub, 1))
     closer, ties = int((d_mem < d_hold).sum()), int((d_mem == d_hold).sum())
     n = len(g)
     share = (closer + 0.5 * ties) / n
-    lo, hi = clopper_pearson(int(round(closer + 0.5 * ties)), n, confidence)
+    rec = record_share(d_mem, i_mem, d_hold, i_hold, n_bank, seed=seed, confidence=confidence,
+                       n_boot=n_boot)
 
     d_full, i_full = nn_distances(g, mem, 2)  # all members: copies of any member count
     nndr = d_full[:, 0] / np.maximum(d_full[:, 1], 1e-12)
@@ -58,8 +93,10 @@ def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.
     order = np.lexsort((np.arange(n), d_full[:, 0]))[:gallery]
     return {
         "dcr_share_closer_to_members": share,
-        "dcr_share_closer_to_members_ci_low": lo,
-        "dcr_share_closer_to_members_ci_high": hi,
+        "dcr_share_closer_to_members_ci_low": rec["ci_low"],
+        "dcr_share_closer_to_members_ci_high": rec["ci_high"],
+        "dcr_n_distinct_nearest": rec["n_distinct"],
+        "dcr_n_distinct_nearest_members": rec["n_distinct_members"],
         "dcr_median_members": float(np.median(d_mem)),
         "dcr_median_holdout": float(np.median(d_hold)),
         "nndr_median": float(np.median(nndr)),

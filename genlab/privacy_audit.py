@@ -100,8 +100,24 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
     eps_lb = n.get("epsilon_lower_bound")
     if auc >= p["verdict_auc_high"]:
         return "high", f"best attack AUC {auc:.3f} >= {p['verdict_auc_high']}"
+    reasons = []
     if share >= p["verdict_share_high"]:
-        return "high", f"{share:.1%} of samples closer to members >= {p['verdict_share_high']:.0%}"
+        # the samples are not independent: the share counts only when they sit by enough
+        # distinct records and its record-level (cluster bootstrap) CI is clear of 50 %
+        k, k_min = n.get("dcr_n_distinct_nearest"), p["verdict_min_distinct_nearest"]
+        s_lo = n.get("dcr_share_closer_to_members_ci_low")
+        if k is not None and k < k_min:
+            reasons.append(f"{share:.1%} of samples closer to members not counted: they are "
+                           f"nearest to only {k} distinct record(s) (< {k_min}), one coin flip "
+                           f"each (a barely trained model repeating itself?)")
+        elif s_lo is not None and s_lo <= 0.5:
+            reasons.append(f"{share:.1%} of samples closer to members not counted: record-level "
+                           f"CI low {s_lo:.3f} <= 0.5 ({k} distinct nearest records)")
+        else:
+            return "high", (f"{share:.1%} of samples closer to members >= "
+                            f"{p['verdict_share_high']:.0%} (nearest to {k} distinct records, "
+                            f"record-level CI low {s_lo:.3f})")
+    notes = reasons
     reasons = []
     if auc >= p["verdict_auc_elevated"] and lo > 0.5:
         reasons.append(f"best attack AUC {auc:.3f} >= {p['verdict_auc_elevated']} (CI low {lo:.3f} > 0.5)")
@@ -110,9 +126,9 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
     if eps_lb is not None and eps_lb > 0:
         reasons.append(f"canary ε lower bound {eps_lb:.2f} > 0")
     if reasons:
-        return "elevated", "; ".join(reasons)
-    return "low", (f"best attack AUC {auc:.3f} < {p['verdict_auc_elevated']} or not significant; "
-                   f"no copying or canary evidence")
+        return "elevated", "; ".join(reasons + notes)
+    return "low", "; ".join([f"best attack AUC {auc:.3f} < {p['verdict_auc_elevated']} or not "
+                             f"significant; no copying or canary evidence"] + notes)
 
 
 def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], *,

@@ -136,3 +136,55 @@ def test_dcr_and_ct_on_a_copier_and_on_fresh_samples():
     assert 0.4 < ok["dcr_share_closer_to_members"] < 0.6 and ok["n_exact_duplicates"] == 0
     assert data_copying_ct(members, holdout, members, cells=3)["data_copying_ct"] < -5
     assert abs(data_copying_ct(members, holdout, fresh, cells=3)["data_copying_ct"]) < 3
+
+
+def _verdict_numbers(memo):
+    """Headline numbers of an audit whose attacks found nothing: only the DCR share can speak."""
+    from genlab import params
+    num = {k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))}
+    num.update(mia_auc_max=0.5, mia_auc_max_ci_low=0.45, data_copying_ct=None)
+    return num, params.defaults("privacy_audit")
+
+
+def test_dcr_share_of_a_repeating_model_is_one_coin_flip_not_a_verdict():
+    """A barely trained model emits nearly the same blob: 2000 samples, one nearest record. The
+    share closer to members is 100 % but it is one coin flip: the record-level CI must not be the
+    samples' Clopper–Pearson [0.998, 1] and the verdict must not be 'high' on it."""
+    from genlab.privacy_audit import _verdict
+    rng = np.random.default_rng(1)
+    members, holdout = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    blob = members[0] + 1e-3 * rng.normal(size=(2000, 8))
+    m = dcr(blob, members, holdout, seed=0)
+    assert m["dcr_share_closer_to_members"] == 1.0
+    assert m["dcr_n_distinct_nearest"] == 1 and m["dcr_n_distinct_nearest_members"] == 1
+    verdict, reason = _verdict(*_verdict_numbers(m))
+    assert verdict == "low" and "only 1 distinct record" in reason
+    # a few blobs (5 records, all members): still too few distinct records to count
+    few = members[rng.integers(0, 5, 2000)] + 1e-3 * rng.normal(size=(2000, 8))
+    m5 = dcr(few, members, holdout, seed=0)
+    assert m5["dcr_n_distinct_nearest"] == 5
+    assert _verdict(*_verdict_numbers(m5))[0] == "low"
+    # a copier spread over every member: 300 distinct records, CI [1, 1], verdict high
+    cp = dcr(members[rng.integers(0, 300, 2000)], members, holdout, seed=0)
+    assert cp["dcr_n_distinct_nearest"] == 300 and cp["dcr_share_closer_to_members_ci_low"] == 1.0
+    verdict, reason = _verdict(*_verdict_numbers(cp))
+    assert verdict == "high" and "300 distinct records" in reason
+    # fresh samples: the record-level CI covers 50 % and is wider than the samples' binomial one
+    fresh = dcr(rng.normal(size=(2000, 8)), members, holdout, seed=0)
+    lo, hi = fresh["dcr_share_closer_to_members_ci_low"], fresh["dcr_share_closer_to_members_ci_high"]
+    blo, bhi = pv.clopper_pearson(round(0.5 * 2000), 2000)
+    assert lo < 0.5 < hi and hi - lo > bhi - blo
+    assert fresh["dcr_n_distinct_nearest"] > 300
+
+
+def test_dcr_record_share_half_members_half_holdout_blobs():
+    """Samples clumped on 40 records, 30 members and 10 holdout: the share (≈ 75 %) is real
+    evidence only to the extent 40 records are; its CI stays inside [0, 1] and covers the share."""
+    rng = np.random.default_rng(2)
+    members, holdout = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    recs = np.r_[members[:30], holdout[:10]]
+    g = recs[rng.integers(0, 40, 4000)] + 1e-3 * rng.normal(size=(4000, 8))
+    m = dcr(g, members, holdout, seed=0)
+    assert m["dcr_n_distinct_nearest"] == 40 and m["dcr_n_distinct_nearest_members"] == 30
+    lo, hi = m["dcr_share_closer_to_members_ci_low"], m["dcr_share_closer_to_members_ci_high"]
+    assert 0.5 < lo < m["dcr_share_closer_to_members"] < hi < 1.0 and hi - lo > 0.15
