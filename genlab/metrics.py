@@ -243,44 +243,149 @@ def _parallel(fn, items) -> list:
     the GIL. Results are exact either way (each chunk is computed the same)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from threadpoolctl import threadpool_limits
+
     items = list(items)
     if len(items) < 2:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(2) as pool:
+    # one BLAS thread per chunk job: 2 jobs × n BLAS threads would oversubscribe the cores
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
         return list(pool.map(fn, items))  # √ is monotone: the k-th of the roots is the root of the k-th
+
+
+def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.nonzero of a C-contiguous 2-D mask, ~10× faster (flat scan, then divmod)."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
+
+
+def _f32(x: np.ndarray, direction: float) -> np.ndarray:
+    """float64 → float32 rounded towards `direction` (−inf: never above x; +inf: never below)."""
+    y = x.astype(np.float32)
+    bad = (y > x) if direction < 0 else (y < x)
+    return np.where(bad, np.nextafter(y, np.float32(direction)), y)
+
+
+class _Screen:
+    """Squared distances in float32 with a proven error bound; float64 only near a threshold.
+
+    d32 = ((−2x₃₂)·y₃₂ + ‖x‖²) + ‖y‖² differs from the float64 value by at most
+    γ(‖x‖² + ‖y‖²) with γ = (dim + 16)·ε₃₂ (input rounding, a dim-term dot product, two adds;
+    a generous form of the standard bound). Every decision `d < t` whose float32 value lies
+    outside t ± bound is therefore the float64 decision; the few pairs inside it are recomputed
+    in float64 in sklearn's order, ((−2·xᵀy) + ‖x‖²) + ‖y‖² clipped at 0, as `prdc` computes
+    them. Float32 products run ~2.5× faster than float64 and halve the memory traffic."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+        self.sq = np.einsum("ij,ij->i", a, a)
+        self.a32 = a.astype(np.float32)
+        self.m2a32 = (-2 * self.a32)          # exact: scaling by a power of two
+        self.sq32 = self.sq.astype(np.float32)
+        self.gamma = (a.shape[1] + 16) * float(np.finfo(np.float32).eps)
+
+    def block(self, i: slice, other: "_Screen") -> np.ndarray:
+        d = self.m2a32[i] @ other.a32.T
+        d += self.sq32[i, None]
+        d += other.sq32[None, :]
+        return d
+
+    def exact(self, rows: np.ndarray, other: "_Screen", cols: np.ndarray) -> np.ndarray:
+        """float64 squared distances of the pairs (rows[p], cols[p]), clipped at 0."""
+        dot = np.einsum("ij,ij->i", self.a[rows], other.a[cols])
+        d = -2 * dot
+        d += self.sq[rows]
+        d += other.sq[cols]
+        return np.maximum(d, 0, out=d)
+
+
+def _kth_nn_sq(s: _Screen, k: int, budget: int, sample: int = 2048) -> np.ndarray:
+    """Per row, the k-th smallest squared distance to the set's rows (self is the 0th), exact.
+
+    One float32 pass: the k-th smallest over the first `sample` columns bounds the answer from
+    above (u); every pair whose float32 distance is ≤ u + 2·bound is a candidate (~k·n/sample
+    per row), recomputed in float64; the k-th of those is the k-th of all."""
+    n = len(s.a)
+    cols = min(n, max(sample, k + 1))
+    step = _chunk_rows(n, budget)
+    out = np.empty(n)
+    sqmax = float(s.sq.max())
+
+    def one(i0):
+        sl = slice(i0, min(i0 + step, n))
+        d = s.block(sl, s)
+        u = np.partition(d[:, :cols], k, axis=1)[:, k].astype(np.float64)
+        lim = _f32(u + 2 * s.gamma * (s.sq[sl] + sqmax), np.inf)
+        rows, cc = _nonzero2d(d <= lim[:, None])
+        del d
+        exact = s.exact(rows + i0, s, cc)
+        counts = np.bincount(rows, minlength=sl.stop - i0)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        pad = np.full((sl.stop - i0, counts.max()), np.inf)
+        pad[rows, np.arange(len(rows)) - starts[rows]] = exact
+        out[sl] = np.partition(pad, k, axis=1)[:, k]
+
+    _parallel(one, range(0, n, step))
+    return out
+
+
+def _inside(d: np.ndarray, t: np.ndarray, bound: np.ndarray, axis: int, exact_fn) -> np.ndarray:
+    """Exact `d64 < t` (t along `axis`: 1 = per row, 0 = per column) from float32 `d`."""
+    shape = (-1, 1) if axis == 1 else (1, -1)
+    pos = t > 0   # t = 0: nothing is inside (clipped distances are ≥ 0)
+    lo = _f32(np.where(pos, t - bound, -np.inf), -np.inf).reshape(shape)
+    hi = _f32(np.where(pos, t + bound, -np.inf), np.inf).reshape(shape)
+    inside = d < lo
+    near = d < hi
+    near ^= inside   # lo ≤ hi: inside ⊂ near
+    rows, cols = _nonzero2d(near)
+    if len(rows):
+        tt = t[rows] if axis == 1 else t[cols]
+        inside[rows, cols] = exact_fn(rows, cols) < tt
+    return inside
 
 
 def prdc(real, fake, k: int = 5, *, budget_bytes: int = 32 << 20) -> dict[str, float]:
     """Precision, recall, density, coverage with k nearest neighbours; equals `prdc` 0.2.
 
-    Memory: a few row-chunks of `budget_bytes` instead of three full n×n distance matrices."""
+    Three float32 passes over row chunks (real-real and fake-fake k-th neighbour radii,
+    real-fake ball tests), float64 only for the pairs within rounding of a decision (see
+    `_Screen`); memory: a few row chunks of `budget_bytes`, not three n×n matrices."""
     r, f = check_features(real, "real"), check_features(fake, "fake")
     _same_dim(r, f, "real", "fake")
     if not isinstance(k, (int, np.integer)) or not 1 <= k < min(len(r), len(f)):
         raise MetricInputError(f"k: expected an int in [1, {min(len(r), len(f)) - 1}] "
                                f"(fewer than the records per set), got {k!r}")
-    r_rad = _kth_nn_radius(r, k, budget_bytes)
-    f_rad = _kth_nn_radius(f, k, budget_bytes)
-    t_real, t_fake = _sqrt_threshold(r_rad), _sqrt_threshold(f_rad)
-    rr, ff = np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", f, f)
+    sr, sf = _Screen(r), _Screen(f)
+    # prdc: radius = √(k-th squared distance); decisions √a < radius ⇔ a < t (exactly)
+    t_real = _sqrt_threshold(np.sqrt(_kth_nn_sq(sr, k, budget_bytes)))
+    t_fake = _sqrt_threshold(np.sqrt(_kth_nn_sq(sf, k, budget_bytes)))
     inside_any = np.zeros(len(f), bool)    # precision: fake inside some real ball
-    inside_count = np.zeros(len(f), np.int64)  # density
+    inside_count = 0                       # density: (real ball, fake inside) pairs
     recalled = np.empty(len(r), bool)      # real inside some fake ball
     covered = np.empty(len(r), bool)       # real ball holding some fake
     step = _chunk_rows(len(f), budget_bytes)
+    ffmax = float(sf.sq.max())
 
     def one(i):
-        d = _sq_dist_chunk(r[i:i + step], rr[i:i + step], f, ff)
-        inside = d < t_real[i:i + step, None]
-        recalled[i:i + step] = (d < t_fake[None, :]).any(axis=1)
-        covered[i:i + step] = inside.any(axis=1)
-        return inside.any(axis=0), inside.sum(axis=0)
+        sl = slice(i, min(i + step, len(r)))
+        d = sr.block(sl, sf)
+        g, rr = sr.gamma, sr.sq[sl]
+
+        def exact(rows, cols):
+            return sr.exact(rows + i, sf, cols)
+
+        in_real = _inside(d, t_real[sl], g * (rr + ffmax), 1, exact)
+        in_fake = _inside(d, t_fake, g * (float(rr.max()) + sf.sq), 0, exact)
+        del d
+        recalled[sl] = in_fake.any(axis=1)
+        covered[sl] = in_real.any(axis=1)
+        return in_real.any(axis=0), np.count_nonzero(in_real)
 
     for any_i, count_i in _parallel(one, range(0, len(r), step)):
         inside_any |= any_i
         inside_count += count_i
     return {"precision": float(inside_any.mean()), "recall": float(recalled.mean()),
-            "density": float(inside_count.sum() / (k * len(f))),
+            "density": float((1.0 / float(k)) * (float(inside_count) / len(f))),  # prdc's order
             "coverage": float(covered.mean())}
 
 
