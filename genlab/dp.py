@@ -16,8 +16,11 @@ How it is wired, and why:
 - Supported: the VAE with a Bernoulli likelihood (images), MLP or conv backbones (GroupNorm is
   DP-compatible; there is no BatchNorm in genlab's backbones). Refused with a message: the
   Gaussian-likelihood VAE (its free observation log-variance is a bare parameter Opacus cannot
-  compute per-sample gradients for), the GAN (the discriminator's spectral-norm parametrisation
-  and the joint real/fake batch need their own per-sample treatment — not implemented), and
+  compute per-sample gradients for), the GAN (measured with Opacus 1.6: ``GradSampleModule`` on
+  the spectral-norm discriminator raises NotImplementedError "trainable layer with buffers" — the
+  parametrisation's power-iteration vectors; besides, the joint real/fake batch and the
+  generator's step through the discriminator need their own per-sample treatment; see
+  :func:`check_supported`), and
   resuming a DP run (the accountant's history is not in the checkpoint).
 
 The accountant's ε after training (:meth:`DPState.epsilon`) goes into the training report and
@@ -72,10 +75,17 @@ def check_supported(model, *, resume: bool = False) -> None:
     if resume:
         raise DPError("dp=True with resume_from: the privacy accountant's history is not stored in "
                       "checkpoints, so a resumed DP run could not state its ε; train from scratch")
+    if kind == "gan":
+        if getattr(model, "hparams", {}).get("spectral_norm", True):
+            raise DPError(
+                "dp=True with model='gan': the discriminator must be built with "
+                "spectral_norm=False (experiment.model_from_params does so when dp=True): its "
+                "spectral-norm parametrisation keeps power-iteration buffers that Opacus 1.6 "
+                "refuses (GradSampleModule: 'trainable layer with buffers')")
+        return
     if kind != "vae":
-        raise DPError(f"dp=True: DP-SGD is implemented for model='vae' only, got model={kind!r} "
-                      "(the GAN discriminator's spectral norm and real/fake batches are not "
-                      "handled yet)")
+        raise DPError(f"dp=True: DP-SGD is implemented for model='vae' and 'gan' only, got "
+                      f"model={kind!r}")
     if getattr(model, "likelihood", None) != "bernoulli":
         raise DPError("dp=True: the VAE needs likelihood='bernoulli' (image data); the Gaussian "
                       "likelihood's free log-variance has no per-sample gradient in Opacus, got "
@@ -96,17 +106,28 @@ def make_private(model, train_loader: DataLoader, *, target_epsilon: float, targ
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
 
-    nets = torch.nn.ModuleDict({"encoder": model.encoder, "decoder": model.decoder})
+    gan = getattr(model, "model_kind", None) == "gan"
+    if gan:  # only the discriminator sees members; the generator learns through it
+        nets = model.discriminator
+    else:
+        nets = torch.nn.ModuleDict({"encoder": model.encoder, "decoder": model.decoder})
     errors = ModuleValidator.validate(nets, strict=False)
     if errors:
         raise DPError(f"dp=True: layers Opacus cannot train privately: {errors[:3]}")
     base = model.configure_optimizers()
+    if gan:
+        opt_g, base = base
     engine = PrivacyEngine(accountant=accountant)
-    _, dp_opt, dp_loader = engine.make_private_with_epsilon(
+    hooks, dp_opt, dp_loader = engine.make_private_with_epsilon(
         module=nets, optimizer=base, data_loader=train_loader, target_epsilon=float(target_epsilon),
         target_delta=float(target_delta), epochs=int(epochs), max_grad_norm=float(max_grad_norm),
         poisson_sampling=True, wrap_model=False)
-    model.configure_optimizers = lambda: dp_opt  # instance override: Lightning gets the DP optimiser
+    if gan:
+        model.dp_per_sample = True
+        object.__setattr__(model, "dp_hooks", hooks)  # not a submodule: state_dict unchanged
+        model.configure_optimizers = lambda: [opt_g, dp_opt]
+    else:
+        model.configure_optimizers = lambda: dp_opt  # instance override: Lightning gets the DP optimiser
     return DPState(engine=engine, optimizer=dp_opt, train_loader=dp_loader,
                    target_epsilon=float(target_epsilon), target_delta=float(target_delta),
                    max_grad_norm=float(max_grad_norm), noise_multiplier=float(dp_opt.noise_multiplier),

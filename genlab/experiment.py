@@ -24,6 +24,8 @@ def model_from_params(p: Mapping[str, Any], data_shape) -> Any:
             hparams.update(lr_g=p["lr"], lr_d=p["lr"])
         else:
             hparams["lr"] = p["lr"]
+    if p["model"] == "gan" and p.get("dp"):
+        hparams["spectral_norm"] = False  # Opacus cannot take the spectral-norm parametrisation
     return build_model(p["model"], list(data_shape), **hparams)
 
 

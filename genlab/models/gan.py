@@ -8,6 +8,14 @@
   ``L_G = softplus(-D(G(z)))``. Manual optimisation: one discriminator step per batch and a
   generator step every ``n_critic`` batches. Training noise comes from the global torch RNG (so a
   seeded run is reproducible and the training callback can checkpoint the RNG).
+- ``spectral_norm=False`` (set by DP-SGD training, :mod:`genlab.dp`): a plain discriminator
+  (Opacus cannot compute per-sample gradients through the spectral-norm parametrisation; the
+  conv backbone then has GroupNorm). Under DP each row of the discriminator's real+fake batch is
+  its own per-sample clipping unit (each member is in exactly one; Opacus refuses to accumulate
+  two backward passes under Poisson sampling, and two forward passes with one backward would
+  pair activations by autograd's order), the loss is the mean over the 2n rows, and the
+  generator's step runs with the discriminator frozen and Opacus' hooks off, so it never
+  reaches the discriminator's per-sample gradients.
 - Logged per epoch: ``train_loss_d``, ``train_loss_g`` (means over records).
 - Validation: ``val_loss`` is the discriminator's loss on the real validation records against as
   many generated records, whose noise for batch ``i`` comes from a private generator seeded with
@@ -47,6 +55,7 @@ class GAN(L.LightningModule):
         lr_d: float = 2e-4,
         beta1: float = 0.5,
         n_critic: int = 1,
+        spectral_norm: bool = True,
     ):
         super().__init__()
         data_shape = check_data_shape(data_shape)
@@ -61,16 +70,22 @@ class GAN(L.LightningModule):
             raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
         self.automatic_optimization = False
         # plain types only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(dict(
+        hp = dict(
             model_kind=self.model_kind, data_shape=data_shape, latent_dim=int(latent_dim), arch=str(arch),
             width=int(width), depth=int(depth), lr_g=float(lr_g), lr_d=float(lr_d), beta1=float(beta1),
             n_critic=int(n_critic),
-        ))
+        )
+        if not spectral_norm:  # recorded only when off: default checkpoints stay as they were
+            hp["spectral_norm"] = False
+        self.save_hyperparameters(hp)
+        self.dp_per_sample = False  # set by genlab.dp.make_private
+        self.dp_hooks = None  # Opacus' per-sample gradient hooks on the discriminator (DP only)
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
         self.is_image = len(data_shape) == 3
         self.generator = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
-        self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth), spectral_norm=True)
+        self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth),
+                                           spectral_norm=bool(spectral_norm))
         self._means = EpochMeans()
         self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
@@ -116,17 +131,32 @@ class GAN(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         fake = self.generate(randn((n, self.latent_dim), None, x.device))
 
-        loss_d, _, _ = self._d_loss(x, fake.detach())
+        loss_d, d_real, d_fake = self._d_loss(x, fake.detach())
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
+        if self.dp_per_sample:
+            # DP-SGD: every row of the real+fake batch is its own per-sample clipping unit (each
+            # member in exactly one); the mean over the 2n rows makes Opacus' per-sample
+            # gradients exactly each row's loss gradient (L_D / 2, same minimiser)
+            self.manual_backward(torch.cat([F.softplus(-d_real), F.softplus(d_fake)]).mean())
+        else:
+            self.manual_backward(loss_d)
         opt_d.step()
         self._means.add("train", n, loss_d=loss_d)
 
         if batch_idx % self.hparams.n_critic == 0:
-            loss_g = F.softplus(-self.discriminate(fake)).mean()
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            frozen = self.dp_per_sample  # DP: keep the G step out of D's per-sample gradients
+            if frozen:
+                self.discriminator.requires_grad_(False)
+                self.dp_hooks.disable_hooks()
+            try:
+                loss_g = F.softplus(-self.discriminate(fake)).mean()
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(loss_g)
+                opt_g.step()
+            finally:
+                if frozen:
+                    self.discriminator.requires_grad_(True)
+                    self.dp_hooks.enable_hooks()
             self._means.add("train", n, loss_g=loss_g)
 
     def on_train_epoch_end(self) -> None:
