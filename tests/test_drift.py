@@ -193,6 +193,30 @@ def test_arl0_calibration_within_15_percent(detector):
     assert abs(measured / target - 1) <= 0.15, measured
 
 
+def test_run_monitor_arl0_on_a_finite_pool_within_15_percent():
+    """run_monitor on a finite no-drift pool whose score mean is off the reference's (as any
+    finite sample is): calibration and measurement streams are drawn the same way from the
+    no-drift pool (independent seeds), so the measured ARL₀ of every detector is on target."""
+    from genlab.drift_study import run_monitor
+
+    rng = np.random.default_rng(4)
+    ref = rng.random((150, 1, 4, 4)).astype(np.float32)
+    pool = Pool((rng.random((150, 1, 4, 4)) + 0.02).astype(np.float32))
+    reps = {"pca": lambda x: x.reshape(len(x), -1).astype(np.float64),
+            "score": lambda x: x.reshape(len(x), -1).sum(1, keepdims=True).astype(np.float64)}
+    target = 50
+    res = run_monitor(ref, pool, reps, representation="pca", window=10, arl0_target=target,
+                      n_streams=200, drift_start=10, seed=0, shifts=("gaussian_noise:large",))
+    assert set(res.arl0) == {"window_mmd", "cusum_score", "page_hinkley_score"}
+    for det, a in res.arl0.items():
+        assert a["streams"] == 200 and a["censored_share"] <= 0.01
+        assert abs(a["measured"] / target - 1) <= 0.15, (det, a)
+        assert a["ci_low"] <= target <= a["ci_high"], (det, a)
+    noisy = [r for r in res.delays if r["shift"] == "gaussian_noise:large"]
+    assert all(r["detected_share"] >= 0.9 * (1 - r["false_alarm_before_drift"])
+               for r in noisy), noisy
+
+
 def test_calibration_refuses_short_streams():
     with pytest.raises(ValueError, match="longer"):
         monitor.calibrate_threshold(np.zeros((5, 50)), 100)
