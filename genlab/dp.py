@@ -14,14 +14,18 @@ How it is wired, and why:
   the LightningModule is not wrapped, so checkpoint keys, ``load_model`` and every later notebook
   are unchanged.
 - Supported: the VAE with a Bernoulli likelihood (images), MLP or conv backbones (GroupNorm is
-  DP-compatible; there is no BatchNorm in genlab's backbones). Refused with a message: the
-  Gaussian-likelihood VAE (its free observation log-variance is a bare parameter Opacus cannot
-  compute per-sample gradients for), the GAN (measured with Opacus 1.6: ``GradSampleModule`` on
-  the spectral-norm discriminator raises NotImplementedError "trainable layer with buffers" — the
-  parametrisation's power-iteration vectors; besides, the joint real/fake batch and the
-  generator's step through the discriminator need their own per-sample treatment; see
-  :func:`check_supported`), and
-  resuming a DP run (the accountant's history is not in the checkpoint).
+  DP-compatible; there is no BatchNorm in genlab's backbones), and the GAN's **discriminator**
+  (the generator sees members only through it, so it is post-processing of a DP discriminator).
+  For the GAN: the model must be built with ``spectral_norm=False`` (``model_from_params`` does
+  so when ``dp=True``): Opacus 1.6's ``GradSampleModule`` raises NotImplementedError "trainable
+  layer with buffers" on the spectral-norm parametrisation (its power-iteration vectors). The
+  DP optimiser replaces the discriminator's Adam only; each row of the discriminator's
+  real+fake batch is its own per-sample clipping unit (Opacus refuses two backward passes per
+  step under Poisson sampling), and the generator's step runs with the discriminator frozen and
+  Opacus' hooks off (:class:`genlab.models.gan.GAN`). One discriminator step per Poisson batch:
+  the accountant's steps. Refused with a message: the Gaussian-likelihood VAE (its free
+  observation log-variance is a bare parameter Opacus cannot compute per-sample gradients for),
+  a spectral-norm GAN, and resuming a DP run (the accountant's history is not in the checkpoint).
 
 The accountant's ε after training (:meth:`DPState.epsilon`) goes into the training report and
 ``artifacts/dp.json``, which the privacy audit reads.
