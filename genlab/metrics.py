@@ -268,9 +268,9 @@ def _f32(x: np.ndarray, direction: float) -> np.ndarray:
 class _Screen:
     """Squared distances in float32 with a proven error bound; float64 only near a threshold.
 
-    d32 = ((−2x₃₂)·y₃₂ + ‖x‖²) + ‖y‖² differs from the float64 value by at most
-    γ(‖x‖² + ‖y‖²) with γ = (dim + 16)·ε₃₂ (input rounding, a dim-term dot product, two adds;
-    a generous form of the standard bound). Every decision `d < t` whose float32 value lies
+    d32 = [−2x, ‖x‖², 1]·[y, 1, ‖y‖²] in float32 (one product, dim + 2 terms) differs from
+    the exact value by at most γ(‖x‖² + ‖y‖²) with γ = (dim + 16)·ε₃₂: the standard bound
+    (dim + 2)·(ε₃₂/2)·Σ|terms| with Σ|terms| ≤ 2(‖x‖² + ‖y‖²), plus input rounding, with room. Every decision `d < t` whose float32 value lies
     outside t ± bound is therefore the float64 decision; the few pairs inside it are recomputed
     in float64 in sklearn's order, ((−2·xᵀy) + ‖x‖²) + ‖y‖² clipped at 0, as `prdc` computes
     them. Float32 products run ~2.5× faster than float64 and halve the memory traffic."""
@@ -278,16 +278,15 @@ class _Screen:
     def __init__(self, a: np.ndarray):
         self.a = a
         self.sq = np.einsum("ij,ij->i", a, a)
-        self.a32 = a.astype(np.float32)
-        self.m2a32 = (-2 * self.a32)          # exact: scaling by a power of two
-        self.sq32 = self.sq.astype(np.float32)
-        self.gamma = (a.shape[1] + 16) * float(np.finfo(np.float32).eps)
+        n, dim = a.shape
+        one = np.ones((n, 1))
+        # one product gives the whole distance: [−2x, ‖x‖², 1]·[y, 1, ‖y‖²]
+        self.left = np.hstack([-2 * a, self.sq[:, None], one]).astype(np.float32)
+        self.right = np.hstack([a, one, self.sq[:, None]]).astype(np.float32)
+        self.gamma = (dim + 16) * float(np.finfo(np.float32).eps)
 
     def block(self, i: slice, other: "_Screen") -> np.ndarray:
-        d = self.m2a32[i] @ other.a32.T
-        d += self.sq32[i, None]
-        d += other.sq32[None, :]
-        return d
+        return self.left[i] @ other.right.T
 
     def exact(self, rows: np.ndarray, other: "_Screen", cols: np.ndarray) -> np.ndarray:
         """float64 squared distances of the pairs (rows[p], cols[p]), clipped at 0."""

@@ -185,3 +185,20 @@ def test_dimension_mismatch_and_bad_k():
         M.frechet_distance(a, b)
     with pytest.raises(M.MetricInputError, match=r"k: expected an int in \[1, 9\]"):
         M.prdc(np.random.rand(10, 3), np.random.rand(12, 3), 10)
+
+
+@pytest.mark.parametrize("offset, dup", [(300.0, False), (0.0, True), (1e4, True)])
+def test_prdc_float32_screen_stays_exact_where_float32_cannot_decide(offset, dup):
+    """Large offsets (float32 cancellation: most pairs fall in the float64 re-check), duplicated
+    records (zero distances, ties, zero radii): still equal to `prdc`."""
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(int(offset) + dup)
+    real = rng.standard_normal((150, 8)) + offset
+    fake = rng.standard_normal((120, 8)) * 1.1 + offset
+    if dup:
+        real[10:20] = real[0]       # 11 copies: k-th neighbour distance 0 for k ≤ 10
+        fake[:30] = real[:30]
+    for k in (3, 12):
+        ref = prdc.compute_prdc(real, fake, nearest_k=k)
+        ours = M.prdc(real, fake, k, budget_bytes=8 * 23 * 150)
+        assert ours == {key: float(v) for key, v in ref.items()}, k
