@@ -202,3 +202,13 @@ def test_prdc_float32_screen_stays_exact_where_float32_cannot_decide(offset, dup
         ref = prdc.compute_prdc(real, fake, nearest_k=k)
         ours = M.prdc(real, fake, k, budget_bytes=8 * 23 * 150)
         assert ours == {key: float(v) for key, v in ref.items()}, k
+
+
+def test_prdc_density_in_prdcs_arithmetic_order():
+    """density = (1/k)·mean(counts), as prdc computes it: count/(k·n) differs in the last bit
+    here (0.9884 vs 0.9884000000000001)."""
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(0)
+    rng.standard_normal((180, 64)), rng.standard_normal((180, 64))
+    real, fake = rng.standard_normal((500, 64)), rng.standard_normal((500, 64))
+    assert M.prdc(real, fake, 5)["density"] == float(prdc.compute_prdc(real, fake, 5)["density"])
