@@ -3,9 +3,10 @@
 Both sides train the same model class on the same digits members pool with the same data loaders
 (batch 64) and then run the same validation pass; the Trainer side uses `training.build_trainer`
 exactly as `01_train.ipynb` does (checkpoints every epoch included). Epochs alternate between the
-two sides so machine load hits both alike; medians are reported.
+sides so machine load hits them alike; medians are reported. A third arm runs the same Trainer
+without the per-epoch checkpoint, to show what that costs.
 
-    python benchmarks/train_overhead.py [--epochs 15] [--json out.json]
+    python benchmarks/train_overhead.py [--blocks 5 --block-epochs 4] [--json out.json]
 """
 
 from __future__ import annotations
