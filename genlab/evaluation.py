@@ -377,13 +377,20 @@ def parse_run_dirs(value: Any) -> list[str]:
     return out
 
 
-def comparison_dir(run_dirs: list[str]) -> RunFolder:
-    """`reports/compare-<run>-<run>...` beside the first run (its own report folder)."""
+def _final_path(run_dir: str):
+    """The run folder's own path (not the pipeline's staging copy it is being written to)."""
     from pathlib import Path
 
-    first = RunFolder(run_dirs[0], create=False).path
-    names = "-".join(Path(RunFolder(d, create=False).path).name for d in run_dirs)
-    return RunFolder(first.parent / f"compare-{names}")
+    from genlab.runs import project_root
+
+    path = Path(run_dir).expanduser()
+    return (path if path.is_absolute() else project_root() / path).resolve()
+
+
+def comparison_dir(run_dirs: list[str]):
+    """`reports/compare-<run>-<run>...` beside the first run (its own report folder)."""
+    first = _final_path(run_dirs[0])
+    return first.parent / ("compare-" + "-".join(_final_path(d).name for d in run_dirs))
 
 
 def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison:
@@ -410,8 +417,8 @@ def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison
     evs = [first[2] if first is not None else evaluate(ctxs[0], ext, p)]
     evs += [evaluate(c, ext, p, references=False) for c in ctxs[1:]]
     names: list[str] = []
-    for c in ctxs:
-        name = c.run.path.name
+    for d in dirs:
+        name = _final_path(d).name
         while name in names:
             name += "'"
         names.append(name)
@@ -426,7 +433,7 @@ def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison
         full = Evaluation([ev.rows[0], floor, base], ev.fd_curves, ev.reliability, ev.shares,
                           ev.slices, ev.likelihood, ev.warnings)
         heads[name] = headline(full, ext, c)
-    return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs).path)
+    return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs))
 
 
 def write_comparison(cmp: Comparison, provenance: Mapping[str, Any]) -> dict[str, Any]:

@@ -68,3 +68,14 @@ def test_run_dirs_parsing():
     assert E.parse_run_dirs("[a, 'b']") == ["a", "b"] and E.parse_run_dirs(["a", "b"]) == ["a", "b"]
     with pytest.raises(data.DataError, match="at least two"):
         E.parse_run_dirs("a")
+
+
+def test_comparison_folder_ignores_the_pipelines_staging_copy(tmp_path, monkeypatch):
+    """Under `genlab run --name a`, run a is written to a staging folder: the comparison still
+    goes to reports/compare-a-b beside the final runs, named after them."""
+    from genlab.runs import STAGING_ENV
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv(STAGING_ENV, json.dumps({str(a): str(tmp_path / ".staging" / "a.123")}))
+    assert RunFolder(str(a), create=False).path.name == "a.123"
+    assert E.comparison_dir([str(a), str(b)]) == tmp_path / "compare-a-b"
