@@ -148,7 +148,7 @@ def test_checkpoint_roundtrip(kind, tmp_path):
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match=r"model.*\['gan', 'vae'\].*'diffusion'"):
+    with pytest.raises(ValueError, match=r"model.*\['ddpm', 'gan', 'vae'\].*'diffusion'"):
         build_model("diffusion", (2,))
     with pytest.raises(TypeError, match="latnet_dim"):
         build_model("vae", (2,), latnet_dim=3)

@@ -13,12 +13,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from .diffusion import DDPM
 from .gan import GAN
 from .vae import VAE
 
-__all__ = ["MODELS", "VAE", "GAN", "build_model", "load_model", "hparam_names"]
+__all__ = ["MODELS", "VAE", "GAN", "DDPM", "build_model", "load_model", "hparam_names"]
 
-MODELS: dict[str, type[L.LightningModule]] = {"vae": VAE, "gan": GAN}
+MODELS: dict[str, type[L.LightningModule]] = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
 
 
 def _model_class(kind: str) -> type[L.LightningModule]:
@@ -34,7 +35,7 @@ def hparam_names(kind: str) -> list[str]:
 
 
 def build_model(kind: str, data_shape, **hparams) -> L.LightningModule:
-    """Build model ``kind`` ("vae" | "gan") for records of shape ``data_shape``.
+    """Build model ``kind`` ("vae" | "gan" | "ddpm") for records of shape ``data_shape``.
 
     Seed first (``genlab.training.seed_everything(seed)``): the initial weights come from the
     global torch RNG.

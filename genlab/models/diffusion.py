@@ -1,0 +1,354 @@
+"""Denoising diffusion probabilistic model (Ho et al. 2020) as a LightningModule.
+
+Forward process ``q(x_t | x_0) = N(sqrt(ab_t) x_0, (1 - ab_t) I)`` over ``timesteps`` steps
+(``ab_t`` = alpha-bar, the cumulative product of ``1 - beta``), indices ``t = 0 … T-1`` as in
+diffusers (index ``t`` is step ``t + 1`` of the paper).
+
+- Schedules: ``"linear"`` (betas from 1e-4 to 0.02, rescaled by 1000/T so other T keep about the
+  same alpha-bar curve; betas ≤ 0.999) and ``"cosine"`` (Nichol & Dhariwal 2021, s = 0.008, betas ≤ 0.999).
+- Denoiser: predicts the noise ε (``"epsilon"`` parameterisation), loss = MSE(ε̂, ε) averaged over
+  data dimensions. ``arch="unet"``: a small U-Net for images ``(C, H, W)`` (residual blocks with
+  GroupNorm + SiLU, stride-2 down-sampling while the smaller side is ≥ 8, at most 3 times: 8→4,
+  20→10→5, 64→32→16→8; nearest-neighbour up-sampling to the skip's size, so odd sides work).
+  ``arch="mlp"``: a residual MLP for flat data such as the 2-D toy set. ``"auto"``: U-Net for
+  images, MLP otherwise. Both get a sinusoidal time embedding. No BatchNorm (Opacus-friendly),
+  deterministic on CPU.
+- Data space: images in [0, 1] are modelled as ``x * 2 - 1``; predicted ``x_0`` is clamped to
+  [-1, 1] while sampling and the samples are returned in [0, 1]. Real-valued data are modelled as
+  they are (no clamping).
+- EMA: ``self.ema`` is a copy of the denoiser (no gradients, not in the optimiser) updated after
+  every optimiser step with decay ``min(ema_decay, (1 + n) / (10 + n))`` (n = steps so far: a warm-up
+  so that short CPU runs still get a useful average). It is part of the state dict, so it is saved
+  in checkpoints and restored on resume; sampling, ``denoising_loss`` (by default) and ``val_loss``
+  use it.
+- Sampling (:meth:`DDPM.sample`): one generalised DDIM loop (Song et al. 2021) over a decreasing
+  sub-sequence of timesteps. ``method="ddpm"``: ancestral sampling (η = 1; with all T steps this is
+  exactly Ho et al.'s sampler with variance β̃_t); ``method="ddim"``: deterministic (η = 0), 50 steps
+  by default. All noise comes from a private CPU generator when ``seed`` is given.
+- Logging: ``train_loss`` and ``val_loss`` (epoch means of the per-record loss). ``val_loss`` is a
+  deterministic function of the weights: the timesteps and noise of validation batch ``i`` come
+  from a private generator seeded with ``VAL_SEED + i``; it is the EMA denoiser's loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import EpochMeans, eval_no_grad, randn, seeded
+from .backbones import check_data_shape, flat_dim
+
+ARCHS = ("auto", "unet", "mlp")
+SCHEDULES = ("linear", "cosine")
+METHODS = ("ddpm", "ddim")
+DEFAULT_WIDTH = {"unet": 32, "mlp": 256}
+DDIM_DEFAULT_STEPS = 50
+
+
+# ------------------------------------------------------------------------------------ schedules
+def alpha_bar_schedule(schedule: str, timesteps: int) -> torch.Tensor:
+    """Alpha-bar ``ab_t`` for ``t = 0 … T-1`` (float64, strictly decreasing, in (0, 1))."""
+    T = int(timesteps)
+    if schedule == "linear":
+        scale = 1000.0 / T
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64).clamp(max=0.999)
+    elif schedule == "cosine":
+        s = 0.008
+
+        def f(u):
+            return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+        betas = torch.tensor([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)], dtype=torch.float64)
+    else:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+# ------------------------------------------------------------------------------------ networks
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding ``(N, dim)`` of integer timesteps ``t`` (Vaswani et al. 2017)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class TimeEmbedding(nn.Module):
+    def __init__(self, width: int, out_dim: int):
+        super().__init__()
+        self.width = width
+        self.mlp = nn.Sequential(nn.Linear(width, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.width))
+
+
+def _gn(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(8 if ch % 8 == 0 else 1, ch)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv, + time embedding, GroupNorm → SiLU → conv, residual (1×1 if needed)."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = _gn(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.t_proj = nn.Linear(t_dim, c_out)
+        self.norm2, self.conv2 = _gn(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.t_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """Small U-Net ε-predictor for ``(C, H, W)``: channels ``width · (1, 2, 2, 2)`` per resolution."""
+
+    def __init__(self, data_shape: Sequence[int], width: int = 64):
+        super().__init__()
+        c, h, w = data_shape
+        n_down = 0
+        while min(h, w) >= 8 and n_down < 3:
+            h, w, n_down = (h + 1) // 2, (w + 1) // 2, n_down + 1
+        chs = [width * m for m in (1, 2, 2, 2)[: n_down + 1]]
+        t_dim = 4 * width
+        self.time = TimeEmbedding(width, t_dim)
+        self.inp = nn.Conv2d(c, chs[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        prev = chs[0]
+        for i, ch in enumerate(chs):
+            self.down.append(ResBlock(prev, ch, t_dim))
+            if i < n_down:
+                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+            prev = ch
+        self.mid = nn.ModuleList([ResBlock(prev, prev, t_dim), ResBlock(prev, prev, t_dim)])
+        self.up = nn.ModuleList()
+        self.upconv = nn.ModuleList()
+        for i in reversed(range(len(chs))):
+            if i < n_down:
+                self.upconv.append(nn.Conv2d(prev, prev, 3, padding=1))
+            self.up.append(ResBlock(prev + chs[i], chs[i], t_dim))
+            prev = chs[i]
+        self.out = nn.Sequential(_gn(prev), nn.SiLU(), nn.Conv2d(prev, c, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.n_down = n_down
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time(t)
+        h = self.inp(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, temb)
+            skips.append(h)
+            if i < self.n_down:
+                h = self.downsample[i](h)
+        for block in self.mid:
+            h = block(h, temb)
+        ups = iter(self.upconv)
+        for block, skip in zip(self.up, reversed(skips)):
+            if h.shape[-2:] != skip.shape[-2:]:
+                h = next(ups)(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
+            h = block(torch.cat([h, skip], dim=1), temb)
+        return self.out(h)
+
+
+class MLPDenoiser(nn.Module):
+    """Residual MLP ε-predictor for flat data (any ``data_shape``, flattened)."""
+
+    def __init__(self, data_shape: Sequence[int], width: int = 256, blocks: int = 3):
+        super().__init__()
+        d = flat_dim(data_shape)
+        self.data_shape = tuple(data_shape)
+        self.time = TimeEmbedding(width, width)
+        self.inp = nn.Linear(d, width)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"norm": _gn(width), "fc1": nn.Linear(width, width), "fc2": nn.Linear(width, width)})
+            for _ in range(blocks)
+        )
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, d))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time(t)
+        h = self.inp(x.flatten(1))
+        for b in self.blocks:
+            h = h + b["fc2"](F.silu(b["fc1"](F.silu(b["norm"](h))) + temb))
+        return self.out(h).view(x.shape[0], *self.data_shape)
+
+
+# ------------------------------------------------------------------------------------ module
+class DDPM(L.LightningModule):
+    """ε-prediction DDPM with a U-Net (images) or MLP (flat data) denoiser, EMA, DDPM/DDIM sampling."""
+
+    model_kind = "ddpm"
+    VAL_SEED = 20_240_603
+    LOGGED = ("train_loss", "val_loss")  # through self.log (callback_metrics)
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        arch: str = "auto",
+        width: int | None = None,
+        timesteps: int = 1000,
+        schedule: str = "cosine",
+        lr: float = 1e-3,
+        ema_decay: float = 0.999,
+    ):
+        super().__init__()
+        data_shape = check_data_shape(data_shape)
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
+        if arch == "auto":
+            arch = "unet" if len(data_shape) == 3 else "mlp"
+        if arch == "unet" and len(data_shape) != 3:
+            raise ValueError(f"arch='unet' needs image data of shape (C, H, W), got data_shape={list(data_shape)}")
+        width = DEFAULT_WIDTH[arch] if width is None else width
+        for name, v in (("width", width), ("timesteps", timesteps)):
+            if int(v) != v or v < (2 if name == "timesteps" else 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+        # plain types only (resolved arch/width), so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(dict(
+            model_kind=self.model_kind, data_shape=data_shape, arch=str(arch), width=int(width),
+            timesteps=int(timesteps), schedule=str(schedule), lr=float(lr), ema_decay=float(ema_decay),
+        ))
+        self.data_shape = tuple(data_shape)
+        self.is_image = len(data_shape) == 3
+        self.timesteps = int(timesteps)
+        self.net = UNet(data_shape, int(width)) if arch == "unet" else MLPDenoiser(data_shape, int(width))
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.register_buffer("alphas_cumprod", alpha_bar_schedule(schedule, timesteps).float())
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self._means = EpochMeans()
+        self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
+
+    # ---------------------------------------------------------------- model
+    def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1 if self.is_image else x
+
+    def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) / 2).clamp(0, 1) if self.is_image else x
+
+    def _loss(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Per-record ε-MSE of ``net`` at timesteps ``t`` for data-space ``x`` and noise ``eps``."""
+        x0 = self.to_model_space(x)
+        ab = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        return (net(xt, t) - eps).pow(2).flatten(1).mean(1)
+
+    def denoising_loss(self, x: torch.Tensor, t, generator: torch.Generator | None = None,
+                       ema: bool = True) -> torch.Tensor:
+        """Per-record denoising loss ``||ε̂(x_t, t) - ε||²`` (mean over dimensions), shape ``(N,)``.
+
+        ``x`` in data space; ``t`` an int or an ``(N,)`` tensor of timesteps in ``[0, T)``;
+        ``generator`` (CPU) draws ε (``None``: the global RNG). ``ema=True`` scores the EMA
+        denoiser (the one that samples), ``False`` the trained weights. Runs with gradients as the
+        caller set them (wrap it in ``torch.no_grad()`` for scoring).
+        """
+        n = x.shape[0]
+        t = torch.as_tensor(t, dtype=torch.long, device=x.device)
+        t = t.expand(n) if t.dim() == 0 else t
+        if t.shape != (n,) or t.min() < 0 or t.max() >= self.timesteps:
+            raise ValueError(f"t must be an int or a ({n},) tensor of timesteps in [0, {self.timesteps})")
+        eps = randn(x.shape, generator, x.device).to(x.dtype)
+        return self._loss(self.ema if ema else self.net, x, t, eps)
+
+    def sample_timesteps(self, method: str, steps: int | None) -> list[int]:
+        """The decreasing timesteps the sampler visits (all T for ``"ddpm"`` unless ``steps``)."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        if steps is None:
+            steps = self.timesteps if method == "ddpm" else min(DDIM_DEFAULT_STEPS, self.timesteps)
+        if int(steps) != steps or not 1 <= steps <= self.timesteps:
+            raise ValueError(f"steps must be an int in [1, {self.timesteps}], got {steps!r}")
+        ts = torch.linspace(0, self.timesteps - 1, int(steps), dtype=torch.float64).round().long().unique()
+        return ts.flip(0).tolist()
+
+    def sample(self, n: int, seed: int | None = None, steps: int | None = None, method: str = "ddpm",
+               eta: float | None = None) -> torch.Tensor:
+        """``n`` samples ``(n, *data_shape)`` in data space from the EMA denoiser.
+
+        ``method="ddpm"``: ancestral sampling (η = 1) over all T steps (or ``steps`` evenly spaced
+        ones); ``"ddim"``: deterministic DDIM (η = 0), ``steps`` defaults to 50. ``eta`` overrides
+        the method's η. ``seed`` draws all noise from a private generator (same seed → same
+        samples, global RNG untouched); ``None`` uses the global torch RNG. Eval mode and no
+        gradients; the mode is restored.
+        """
+        ts = self.sample_timesteps(method, steps)
+        eta = (1.0 if method == "ddpm" else 0.0) if eta is None else float(eta)
+        gen = seeded(seed)
+        shape = (int(n), *self.data_shape)
+        ab_all = self.alphas_cumprod
+        with eval_no_grad(self):
+            x = randn(shape, gen, self.device)
+            for i, t in enumerate(ts):
+                ab = ab_all[t]
+                ab_prev = ab_all[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=ab.device)
+                eps = self.ema(x, torch.full((shape[0],), t, dtype=torch.long, device=self.device))
+                x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+                if self.is_image:
+                    x0 = x0.clamp(-1, 1)
+                    eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+                sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
+                x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+                if eta > 0 and i + 1 < len(ts):
+                    x = x + sigma * randn(shape, gen, self.device)
+            return self.to_data_space(x)
+
+    # ------------------------------------------------------------ lightning
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        n = int(self.ema_steps)
+        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p, 1 - decay)
+        self.ema_steps += 1
+
+    def on_train_epoch_start(self) -> None:
+        self._means.reset("train")
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        t = torch.randint(0, self.timesteps, (x.shape[0],), device=x.device)
+        loss = self._loss(self.net, x, t, torch.randn_like(x)).mean()
+        self._means.add("train", x.shape[0], loss=loss)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.update_ema()
+
+    def on_train_epoch_end(self) -> None:
+        self._means.log(self, "train", self.LOGGED)
+
+    def on_validation_epoch_start(self) -> None:
+        self._means.reset("val")
+
+    def validation_step(self, batch, batch_idx):
+        x = batch[0]
+        gen = seeded(self.VAL_SEED + batch_idx)
+        t = torch.randint(0, self.timesteps, (x.shape[0],), generator=gen).to(x.device)
+        self._means.add("val", x.shape[0], loss=self.denoising_loss(x, t, gen).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        self._means.log(self, "val", self.LOGGED)
