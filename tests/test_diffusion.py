@@ -178,7 +178,8 @@ def test_sample_reproducible_and_quiet(shape):
 
 def test_ddim_deterministic_given_start_noise():
     m = _small((1, 8, 8))
-    assert m.sample_timesteps("ddim", 5) == [19, 14, 10, 5, 0]
+    assert m.sample_timesteps("ddim", 5) == [16, 12, 8, 4, 0]
+    assert m.sample_timesteps("ddim", 3) == [13, 6, 0]
     assert m.sample_timesteps("ddpm", None) == list(range(19, -1, -1))
     # eta = 0: the result depends only on the starting noise, so one seed always gives one image
     torch.manual_seed(5)
@@ -258,3 +259,17 @@ def test_fit_checkpoints_and_val_loss_reproducible(digits, tmp_path):
     assert validation_loss(last, cfg=cfg, val_dataloaders=val_loader) == pytest.approx(res.final_val_loss, abs=1e-6)
     assert validation_loss(last, cfg=cfg, val_dataloaders=val_loader) == pytest.approx(res.final_val_loss, abs=1e-6)
     assert torch.equal(last.sample(3, seed=0, method="ddim", steps=5), m.sample(3, seed=0, method="ddim", steps=5))
+
+
+class _ImperfectEps(torch.nn.Module):
+    def forward(self, x, t):
+        return 0.9 * x
+
+
+def test_ddim_stable_without_clamping_on_cosine_schedule():
+    """Flat data are not clamped: the DDIM steps must avoid t = T-1, where cosine alpha-bar is ~1e-9."""
+    m = _small((2,), timesteps=1000, schedule="cosine")
+    assert m.alphas_cumprod[-1] < 1e-8 and m.sample_timesteps("ddim", 50)[0] == 980
+    m.ema = _ImperfectEps()
+    for steps in (50, 20):
+        assert m.sample(256, seed=0, method="ddim", steps=steps).abs().max() < 20

@@ -22,7 +22,7 @@ diffusers (index ``t`` is step ``t + 1`` of the paper).
   in checkpoints and restored on resume; sampling, ``denoising_loss`` (by default) and ``val_loss``
   use it.
 - Sampling (:meth:`DDPM.sample`): one generalised DDIM loop (Song et al. 2021) over a decreasing
-  sub-sequence of timesteps. ``method="ddpm"``: ancestral sampling (η = 1; with all T steps this is
+  sub-sequence of timesteps (``0, T/S, 2T/S, …`` for S steps, the DDIM paper's spacing). ``method="ddpm"``: ancestral sampling (η = 1; with all T steps this is
   exactly Ho et al.'s sampler with variance β̃_t); ``method="ddim"``: deterministic (η = 0), 50 steps
   by default. All noise comes from a private CPU generator when ``seed`` is given.
 - Logging: ``train_loss`` and ``val_loss`` (epoch means of the per-record loss). ``val_loss`` is a
@@ -279,7 +279,10 @@ class DDPM(L.LightningModule):
             steps = self.timesteps if method == "ddpm" else min(DDIM_DEFAULT_STEPS, self.timesteps)
         if int(steps) != steps or not 1 <= steps <= self.timesteps:
             raise ValueError(f"steps must be an int in [1, {self.timesteps}], got {steps!r}")
-        ts = torch.linspace(0, self.timesteps - 1, int(steps), dtype=torch.float64).round().long().unique()
+        # "leading" spacing of the DDIM paper: 0, T/S, 2T/S, … (all T when steps == T). It stops short of
+        # T-1, where the cosine schedule's alpha-bar is ~1e-9 and x0 = (x - sqrt(1-ab) eps) / sqrt(ab)
+        # would amplify the denoiser's error by ~1e4 in the first deterministic step.
+        ts = (torch.arange(int(steps), dtype=torch.float64) * self.timesteps / int(steps)).floor().long()
         return ts.flip(0).tolist()
 
     def sample(self, n: int, seed: int | None = None, steps: int | None = None, method: str = "ddpm",
