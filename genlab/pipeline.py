@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from genlab import params as P
 from genlab.reports import export_html, normalize_notebook, write_index
-from genlab.runs import STAGING_ENV, atomic_write_text, project_root
+from genlab.runs import STAGING_ENV, atomic_write_text, project_root, replace_dir
 
 # Short names (`--only`) → notebook file stems, in execution order.
 NOTEBOOKS = {
@@ -146,11 +146,11 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     reports = plan.final_dir.parent
     staging = reports / ".staging" / f"{plan.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    if any(s.short == "train" for s in plan.steps) or not plan.final_dir.exists():
-        if not any(s.short == "train" for s in plan.steps):
-            raise PipelineError(f"{plan.final_dir} does not exist: run 'train' for run "
-                                f"'{plan.name}' first (genlab run --only train --name "
-                                f"{plan.name})")
+    trains = any(s.short == "train" for s in plan.steps)
+    if not trains and not plan.final_dir.exists():
+        raise PipelineError(f"{plan.final_dir} does not exist: run 'train' for run "
+                            f"'{plan.name}' first (genlab run --only train --name {plan.name})")
+    if trains:  # training rewrites the whole run folder
         staging.mkdir(parents=True)
     else:  # later notebooks add to an existing run: work on a copy of it
         shutil.copytree(plan.final_dir, staging, ignore=shutil.ignore_patterns("*.failed.ipynb"))
@@ -178,11 +178,7 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
             os.environ[STAGING_ENV] = previous_env
 
     write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
-    old = staging.with_name(staging.name + ".old")
-    if plan.final_dir.exists():
-        plan.final_dir.rename(old)
-    staging.rename(plan.final_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, plan.final_dir)
     shutil.rmtree(reports / f"{plan.name}.failed", ignore_errors=True)
     _merge_timings(plan.final_dir / "timings.json", timings)
     echo(f"report: {plan.final_dir / 'index.html'}")

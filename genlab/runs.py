@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -78,6 +79,19 @@ class RunFolder:
                 f"{path} not found: run '{made_by}' for run_dir={self.given!r} first"
             )
         return path
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Put a finished staging folder in place of `final` (two renames on one file system).
+
+    The old folder is moved aside first and deleted only after the new one is in place; a
+    leftover aside-folder from an earlier crash is cleared so the first rename cannot fail."""
+    aside = staging.with_name(staging.name + ".old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if final.exists():
+        final.rename(aside)
+    staging.rename(final)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

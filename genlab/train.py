@@ -23,7 +23,7 @@ from pathlib import Path
 
 from genlab import params as P
 from genlab.cli import collect_parameters
-from genlab.runs import STAGING_ENV, project_root
+from genlab.runs import STAGING_ENV, project_root, replace_dir
 
 
 def _rank() -> int:
@@ -105,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genlab.train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if _rank() == 0:
-        old = staging.with_name(staging.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, final)
         print(f"run folder: {final} (final_val_loss {numbers['final_val_loss']:.4g})")
     return 0
 
