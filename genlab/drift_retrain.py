@@ -66,28 +66,14 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
     old = load_model(run.model_ckpt)
     feat = reps.get("features", reps["pca"])
     out["fd_feature_space"] = "features" if "features" in reps else "pca"
-    out["fd_before_retrain"] = _fd(old, held, feat, p["seed"])
-    out["score_before_retrain"] = _score(old, held)
-    if out["score_before_retrain"] is None:
-        out["score_before_retrain_na_reason"] = "only a VAE has a likelihood score"
-    with single_threaded():
-        out["pvalue_old_reference_vs_heldout"] = run_test(
-            "mmd", f(reference), f(held), alpha=p["alpha"], n_permutations=p["n_permutations"],
-            rng=np.random.default_rng([p["seed"], 7])).p_value
+    out.update(_compare(old, "before", "old", reference, held, feat, f, p))
     if not decision.detected:
         for k in ("fd_after_retrain", "score_after_retrain", "pvalue_new_reference_vs_heldout"):
             out[k] = None
             out[f"{k}_na_reason"] = "retraining not recommended by the rule"
         return out
     new = fine_tune(run, tune, p)
-    out["fd_after_retrain"] = _fd(new, held, feat, p["seed"])
-    out["score_after_retrain"] = _score(new, held)
-    if out["score_after_retrain"] is None:
-        out["score_after_retrain_na_reason"] = "only a VAE has a likelihood score"
-    with single_threaded():
-        out["pvalue_new_reference_vs_heldout"] = run_test(
-            "mmd", f(tune), f(held), alpha=p["alpha"], n_permutations=p["n_permutations"],
-            rng=np.random.default_rng([p["seed"], 7])).p_value
+    out.update(_compare(new, "after", "new", tune, held, feat, f, p))
     out["retrain_helped"] = bool(out["fd_after_retrain"] < out["fd_before_retrain"])
     return out
 
@@ -107,6 +93,23 @@ def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any]):
     cfg = training.TrainConfig(max_epochs=p["retrain_epochs"], batch_size=64, seed=p["seed"])
     result = training.fit(model, train_dataloaders=loader, ckpt_dir=ckpt_dir, cfg=cfg)
     return load_model(result.last_ckpt)
+
+
+def _compare(model, when: str, which: str, reference: np.ndarray, held: np.ndarray,
+             feat: Representation, f: Representation, p: Mapping[str, Any]) -> dict[str, Any]:
+    """The same three measurements for the old model (before) and the fine-tuned one (after):
+    FD of its samples to the held-out part, its score there, and the MMD p-value of the
+    held-out part against the reference that model stands for (old: holdout_a, new: the
+    fine-tuning part)."""
+    out: dict[str, Any] = {f"fd_{when}_retrain": _fd(model, held, feat, p["seed"]),
+                           f"score_{when}_retrain": _score(model, held)}
+    if out[f"score_{when}_retrain"] is None:
+        out[f"score_{when}_retrain_na_reason"] = "only a VAE has a likelihood score"
+    with single_threaded():
+        out[f"pvalue_{which}_reference_vs_heldout"] = run_test(
+            "mmd", f(reference), f(held), alpha=p["alpha"], n_permutations=p["n_permutations"],
+            rng=np.random.default_rng([p["seed"], 7])).p_value
+    return out
 
 
 def _fd(model, held: np.ndarray, feat: Representation, seed: int) -> float:
