@@ -224,20 +224,6 @@ def _chunk_rows(n_cols: int, budget_bytes: int) -> int:
     return max(1, int(budget_bytes // (8 * max(n_cols, 1))))
 
 
-def _kth_nn_radius(a: np.ndarray, k: int, budget: int) -> np.ndarray:
-    """Distance of each row to its k-th nearest other row (self counts as the 0th), as prdc."""
-    aa = np.einsum("ij,ij->i", a, a)
-    out = np.empty(len(a))
-    step = _chunk_rows(len(a), budget)
-
-    def one(i):
-        d = _sq_dist_chunk(a[i:i + step], aa[i:i + step], a, aa)
-        out[i:i + step] = np.partition(d, k, axis=1)[:, k]
-
-    _parallel(one, range(0, len(a), step))
-    return np.sqrt(out)
-
-
 def _parallel(fn, items) -> list:
     """Run chunk jobs on 2 threads: numpy's partition and ufuncs are single-threaded but release
     the GIL. Results are exact either way (each chunk is computed the same)."""
