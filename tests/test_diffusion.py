@@ -56,7 +56,8 @@ def test_odd_sides_and_mlp_on_images():
 
 def test_defaults_and_registry():
     assert MODELS["ddpm"] is DDPM
-    assert hparam_names("ddpm") == ["arch", "width", "timesteps", "schedule", "lr", "ema_decay"]
+    assert hparam_names("ddpm") == ["arch", "width", "timesteps", "schedule", "lr", "ema_decay", "n_classes",
+                                    "cond_drop", "guidance_scale"]
     img, toy = build_model("ddpm", [1, 8, 8]), build_model("ddpm", [2])
     assert (img.hparams.arch, img.hparams.width, toy.hparams.arch, toy.hparams.width) == ("unet", 32, "mlp", 256)
     assert img.hparams.timesteps == 1000 and img.hparams.schedule == "cosine"

@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from genlab.models import GAN, MODELS, VAE, build_model, load_model
+from genlab.models import GAN, MODELS, VAE, build_model, hparam_names, load_model
 
 SHAPES = [(2,), (1, 8, 8), (3, 20, 20), (3, 64, 64)]
 CASES = [(kind, arch, shape) for kind in ("vae", "gan") for arch in ("mlp", "conv") for shape in SHAPES
@@ -42,13 +42,16 @@ def test_conv_odd_side():
     assert m.neg_elbo(torch.rand(2, 3, 30, 27)).shape == (2,)
 
 
-def test_no_batchnorm_and_spectral_norm_discriminator():
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_no_batchnorm_and_spectral_norm_discriminator(n_classes):
     for arch, shape in (("mlp", (1, 8, 8)), ("conv", (3, 20, 20))):
-        g = _small("gan", shape, arch)
-        for m in (g, _small("vae", shape, arch)):
+        g = _small("gan", shape, arch, n_classes=n_classes)
+        for m in (g, _small("vae", shape, arch, n_classes=n_classes)):
             assert not any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for mod in m.modules())
         names = [n for n, _ in g.discriminator.named_parameters()]
+        # the projection head and the label embedding are spectrally normalised too
         assert names and all("parametrizations.weight.original" in n or n.endswith("bias") for n in names)
+        assert any(n.startswith("embed.") for n in names) == bool(n_classes)
 
 
 def test_auto_likelihood():
@@ -147,6 +150,12 @@ def test_checkpoint_roundtrip(kind, tmp_path):
     assert torch.equal(m.sample(5, seed=2), m2.sample(5, seed=2))
 
 
+def test_hparam_names():
+    assert hparam_names("vae") == ["latent_dim", "arch", "width", "depth", "lr", "beta", "likelihood", "n_classes"]
+    assert hparam_names("gan") == ["latent_dim", "arch", "width", "depth", "lr_g", "lr_d", "beta1", "n_critic",
+                                   "spectral_norm", "n_classes"]
+
+
 def test_build_model_errors():
     with pytest.raises(ValueError, match=r"model.*\['ddpm', 'gan', 'vae'\].*'diffusion'"):
         build_model("diffusion", (2,))
@@ -158,6 +167,9 @@ def test_build_model_errors():
         build_model("vae", (2,), arch="conv")
     with pytest.raises(ValueError, match="likelihood"):
         build_model("vae", (2,), likelihood="poisson")
+    for bad in (1, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n_classes must be 0"):
+            build_model("gan", (2,), n_classes=bad)
     assert isinstance(build_model("vae", [2]), VAE) and isinstance(build_model("gan", [2]), GAN)
 
 

@@ -10,6 +10,9 @@ Two architectures, picked by the ``arch`` hyper-parameter of a model:
   mirrors it: a linear layer to a ``ceil(H/2^n) × ceil(W/2^n)`` grid, transposed convolutions that
   double the size, then a centre crop to exactly ``H × W`` (so non-power-of-two sides work).
 
+:class:`ProjectionDiscriminator` puts a class-conditional projection head (Miyato & Koyama
+2018) on an encoder.
+
 Normalisation is GroupNorm or nothing — never BatchNorm — so that every network here can be
 trained with per-sample gradients (Opacus DP-SGD) and behaves identically in train/eval mode for a
 given input. ``spectral_norm=True`` wraps every Linear/Conv layer in a spectral-norm
@@ -34,7 +37,9 @@ __all__ = [
     "ConvDecoder",
     "build_encoder",
     "build_decoder",
+    "ProjectionDiscriminator",
     "check_data_shape",
+    "coded_input_shape",
 ]
 
 ARCHS = ("mlp", "conv")
@@ -56,6 +61,16 @@ def check_arch(arch: str, data_shape: Sequence[int]) -> None:
         raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
     if arch == "conv" and len(data_shape) != 3:
         raise ValueError(f"arch='conv' needs image data of shape (C, H, W), got data_shape={list(data_shape)}")
+
+
+def coded_input_shape(arch: str, data_shape: Sequence[int], code_dim: int) -> list[int]:
+    """Input shape of an encoder fed ``_common.with_code(x, code)``: ``code_dim`` extra channels
+    for ``"conv"``, extra columns of the flattened record for ``"mlp"``; ``data_shape`` when 0."""
+    if not code_dim:
+        return list(data_shape)
+    if arch == "conv":
+        return [data_shape[0] + code_dim, *data_shape[1:]]
+    return [flat_dim(data_shape) + code_dim]
 
 
 def flat_dim(data_shape: Sequence[int]) -> int:
@@ -179,3 +194,28 @@ def build_decoder(arch: str, latent_dim: int, data_shape: Sequence[int], width: 
     if arch == "mlp":
         return _MLPDecoder(latent_dim, data_shape, width, depth)
     return ConvDecoder(latent_dim, data_shape, width, depth)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Class-conditional discriminator logits ``(N, 1)`` (Miyato & Koyama 2018).
+
+    ``h = LeakyReLU(encoder(x))`` (``width`` features), ``logit = head(h) + <embed(y), h>``: the
+    label enters as an inner product with the features rather than as an input, the form that
+    matches the log density ratio of conditional distributions. Spectral norm (when on) also
+    wraps ``head`` and ``embed``; the embedding is Xavier-initialised so that, without spectral
+    norm (DP-SGD), the projection term starts at the scale of the head's.
+    """
+
+    def __init__(self, arch: str, data_shape: Sequence[int], n_classes: int, width: int = 256, depth: int = 2,
+                 *, spectral_norm: bool = False):
+        super().__init__()
+        self.features = build_encoder(arch, data_shape, width, width, depth, spectral_norm=spectral_norm)
+        self.act = _act()
+        self.head = _wrap(nn.Linear(width, 1), spectral_norm)
+        embed = nn.Embedding(n_classes, width)
+        nn.init.xavier_uniform_(embed.weight)
+        self.embed = _wrap(embed, spectral_norm)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.features(x))
+        return self.head(h) + (self.embed(labels) * h).sum(1, keepdim=True)

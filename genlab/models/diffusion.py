@@ -28,6 +28,12 @@ diffusers (index ``t`` is step ``t + 1`` of the paper).
 - Logging: ``train_loss`` and ``val_loss`` (epoch means of the per-record loss). ``val_loss`` is a
   deterministic function of the weights: the timesteps and noise of validation batch ``i`` come
   from a private generator seeded with ``VAL_SEED + i``; it is the EMA denoiser's loss.
+- Class-conditional (``n_classes >= 2``): classifier-free guidance (Ho & Salimans 2022). One
+  denoiser learns both ``ε(x_t, t, y)`` and the unconditional ``ε(x_t, t, ∅)`` (∅ = label index
+  ``n_classes``): each training label is replaced by ∅ with probability ``cond_drop`` (global RNG,
+  drawn after t and ε). Sampling uses ``ε_∅ + w (ε_y - ε_∅)`` with ``w = guidance_scale``
+  (1: purely conditional; 0: unconditional, the label is ignored; > 1 trades diversity for
+  label fidelity). Training batches must be labelled; ``val_loss`` is the conditional loss.
 """
 
 from __future__ import annotations
@@ -38,11 +44,11 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._common import EpochMeans, eval_no_grad, randn, seeded
-from .backbones import check_data_shape, flat_dim
+from ._common import ClassConditional, EpochMeans, eval_no_grad, randn, seeded
+from .backbones import check_data_shape
+from .denoisers import MLPDenoiser, UNet
 
 ARCHS = ("auto", "unet", "mlp")
 SCHEDULES = ("linear", "cosine")
@@ -70,127 +76,13 @@ def alpha_bar_schedule(schedule: str, timesteps: int) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-# ------------------------------------------------------------------------------------ networks
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding ``(N, dim)`` of integer timesteps ``t`` (Vaswani et al. 2017)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return F.pad(emb, (0, dim % 2))
-
-
-class TimeEmbedding(nn.Module):
-    def __init__(self, width: int, out_dim: int):
-        super().__init__()
-        self.width = width
-        self.mlp = nn.Sequential(nn.Linear(width, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.width))
-
-
-def _gn(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(8 if ch % 8 == 0 else 1, ch)
-
-
-class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv, + time embedding, GroupNorm → SiLU → conv, residual (1×1 if needed)."""
-
-    def __init__(self, c_in: int, c_out: int, t_dim: int):
-        super().__init__()
-        self.norm1, self.conv1 = _gn(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.t_proj = nn.Linear(t_dim, c_out)
-        self.norm2, self.conv2 = _gn(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.t_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
-
-
-class UNet(nn.Module):
-    """Small U-Net ε-predictor for ``(C, H, W)``: channels ``width · (1, 2, 2, 2)`` per resolution."""
-
-    def __init__(self, data_shape: Sequence[int], width: int = 64):
-        super().__init__()
-        c, h, w = data_shape
-        n_down = 0
-        while min(h, w) >= 8 and n_down < 3:
-            h, w, n_down = (h + 1) // 2, (w + 1) // 2, n_down + 1
-        chs = [width * m for m in (1, 2, 2, 2)[: n_down + 1]]
-        t_dim = 4 * width
-        self.time = TimeEmbedding(width, t_dim)
-        self.inp = nn.Conv2d(c, chs[0], 3, padding=1)
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        prev = chs[0]
-        for i, ch in enumerate(chs):
-            self.down.append(ResBlock(prev, ch, t_dim))
-            if i < n_down:
-                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-            prev = ch
-        self.mid = nn.ModuleList([ResBlock(prev, prev, t_dim), ResBlock(prev, prev, t_dim)])
-        self.up = nn.ModuleList()
-        self.upconv = nn.ModuleList()
-        for i in reversed(range(len(chs))):
-            if i < n_down:
-                self.upconv.append(nn.Conv2d(prev, prev, 3, padding=1))
-            self.up.append(ResBlock(prev + chs[i], chs[i], t_dim))
-            prev = chs[i]
-        self.out = nn.Sequential(_gn(prev), nn.SiLU(), nn.Conv2d(prev, c, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-        self.n_down = n_down
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time(t)
-        h = self.inp(x)
-        skips = []
-        for i, block in enumerate(self.down):
-            h = block(h, temb)
-            skips.append(h)
-            if i < self.n_down:
-                h = self.downsample[i](h)
-        for block in self.mid:
-            h = block(h, temb)
-        ups = iter(self.upconv)
-        for block, skip in zip(self.up, reversed(skips)):
-            if h.shape[-2:] != skip.shape[-2:]:
-                h = next(ups)(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
-            h = block(torch.cat([h, skip], dim=1), temb)
-        return self.out(h)
-
-
-class MLPDenoiser(nn.Module):
-    """Residual MLP ε-predictor for flat data (any ``data_shape``, flattened)."""
-
-    def __init__(self, data_shape: Sequence[int], width: int = 256, blocks: int = 3):
-        super().__init__()
-        d = flat_dim(data_shape)
-        self.data_shape = tuple(data_shape)
-        self.time = TimeEmbedding(width, width)
-        self.inp = nn.Linear(d, width)
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict({"norm": _gn(width), "fc1": nn.Linear(width, width), "fc2": nn.Linear(width, width)})
-            for _ in range(blocks)
-        )
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, d))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time(t)
-        h = self.inp(x.flatten(1))
-        for b in self.blocks:
-            h = h + b["fc2"](F.silu(b["fc1"](F.silu(b["norm"](h))) + temb))
-        return self.out(h).view(x.shape[0], *self.data_shape)
+def _check_guidance_scale(w) -> None:
+    if not 0 <= w < math.inf:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {w!r}")
 
 
 # ------------------------------------------------------------------------------------ module
-class DDPM(L.LightningModule):
+class DDPM(ClassConditional, L.LightningModule):
     """ε-prediction DDPM with a U-Net (images) or MLP (flat data) denoiser, EMA, DDPM/DDIM sampling."""
 
     model_kind = "ddpm"
@@ -206,6 +98,9 @@ class DDPM(L.LightningModule):
         schedule: str = "cosine",
         lr: float = 1e-3,
         ema_decay: float = 0.999,
+        n_classes: int = 0,
+        cond_drop: float = 0.1,
+        guidance_scale: float = 2.0,
     ):
         super().__init__()
         data_shape = check_data_shape(data_shape)
@@ -225,15 +120,23 @@ class DDPM(L.LightningModule):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+        if not 0 <= cond_drop < 1:
+            raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop!r}")
+        _check_guidance_scale(guidance_scale)
+        k = self.init_classes(n_classes)
         # plain types only (resolved arch/width), so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(dict(
+        hp = dict(
             model_kind=self.model_kind, data_shape=data_shape, arch=str(arch), width=int(width),
             timesteps=int(timesteps), schedule=str(schedule), lr=float(lr), ema_decay=float(ema_decay),
-        ))
+        )
+        if k:  # recorded only when conditional: unconditional checkpoints stay as they were
+            hp.update(n_classes=k, cond_drop=float(cond_drop), guidance_scale=float(guidance_scale))
+        self.save_hyperparameters(hp)
+        self.guidance_scale = float(guidance_scale)
         self.data_shape = tuple(data_shape)
         self.is_image = len(data_shape) == 3
         self.timesteps = int(timesteps)
-        self.net = UNet(data_shape, int(width)) if arch == "unet" else MLPDenoiser(data_shape, int(width))
+        self.net = (UNet if arch == "unet" else MLPDenoiser)(data_shape, int(width), k)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.register_buffer("alphas_cumprod", alpha_bar_schedule(schedule, timesteps).float())
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
@@ -247,29 +150,40 @@ class DDPM(L.LightningModule):
     def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
         return ((x + 1) / 2).clamp(0, 1) if self.is_image else x
 
-    def _loss(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Per-record ε-MSE of ``net`` at timesteps ``t`` for data-space ``x`` and noise ``eps``."""
+    def _loss(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+              labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-record ε-MSE of ``net`` at timesteps ``t`` for data-space ``x`` and noise ``eps``
+        (label indices ``labels``, ``n_classes`` = null, for a conditional net)."""
         x0 = self.to_model_space(x)
         ab = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        return (net(xt, t) - eps).pow(2).flatten(1).mean(1)
+        return (net(xt, t, labels) - eps).pow(2).flatten(1).mean(1)
+
+    def _null(self, n: int) -> torch.Tensor:
+        """``n`` null labels (index ``n_classes``): the unconditional denoiser."""
+        return torch.full((n,), self.n_classes, dtype=torch.long, device=self.device)
 
     def denoising_loss(self, x: torch.Tensor, t, generator: torch.Generator | None = None,
-                       ema: bool = True) -> torch.Tensor:
+                       ema: bool = True, labels=None) -> torch.Tensor:
         """Per-record denoising loss ``||ε̂(x_t, t) - ε||²`` (mean over dimensions), shape ``(N,)``.
 
         ``x`` in data space; ``t`` an int or an ``(N,)`` tensor of timesteps in ``[0, T)``;
         ``generator`` (CPU) draws ε (``None``: the global RNG). ``ema=True`` scores the EMA
-        denoiser (the one that samples), ``False`` the trained weights. Runs with gradients as the
-        caller set them (wrap it in ``torch.no_grad()`` for scoring).
+        denoiser (the one that samples), ``False`` the trained weights. Conditional model:
+        ``labels`` ``(N,)`` score the conditional denoiser, ``None`` the unconditional one (null
+        label: a label-free score). Runs with gradients as the caller set them (wrap it in
+        ``torch.no_grad()`` for scoring).
         """
         n = x.shape[0]
+        labels = self.check_labels(labels, n, required=False)
+        if self.n_classes and labels is None:
+            labels = self._null(n)
         t = torch.as_tensor(t, dtype=torch.long, device=x.device)
         t = t.expand(n) if t.dim() == 0 else t
         if t.shape != (n,) or t.min() < 0 or t.max() >= self.timesteps:
             raise ValueError(f"t must be an int or a ({n},) tensor of timesteps in [0, {self.timesteps})")
         eps = randn(x.shape, generator, x.device).to(x.dtype)
-        return self._loss(self.ema if ema else self.net, x, t, eps)
+        return self._loss(self.ema if ema else self.net, x, t, eps, labels)
 
     def sample_timesteps(self, method: str, steps: int | None) -> list[int]:
         """The decreasing timesteps the sampler visits (all T for ``"ddpm"`` unless ``steps``)."""
@@ -285,18 +199,42 @@ class DDPM(L.LightningModule):
         ts = (torch.arange(int(steps), dtype=torch.float64) * self.timesteps / int(steps)).floor().long()
         return ts.flip(0).tolist()
 
+    def guided_eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+                   guidance_scale: float) -> torch.Tensor:
+        """The sampler's ε from the EMA denoiser: ``ε_∅ + w (ε_y - ε_∅)`` for checked ``labels``
+        (``None``: the unconditional model's ε). ``w`` = 0 or 1 needs one pass (and is then exactly
+        the null-label or the conditional denoiser); otherwise both run as one batch."""
+        if labels is None:
+            return self.ema(x, t)
+        w = float(guidance_scale)
+        if w == 0:
+            return self.ema(x, t, self._null(x.shape[0]))
+        if w == 1:
+            return self.ema(x, t, labels)
+        eps_c, eps_u = self.ema(torch.cat([x, x]), torch.cat([t, t]),
+                                torch.cat([labels, self._null(x.shape[0])])).chunk(2)
+        return eps_u + w * (eps_c - eps_u)
+
     def sample(self, n: int, seed: int | None = None, steps: int | None = None, method: str = "ddpm",
-               eta: float | None = None) -> torch.Tensor:
+               eta: float | None = None, labels=None, guidance_scale: float | None = None) -> torch.Tensor:
         """``n`` samples ``(n, *data_shape)`` in data space from the EMA denoiser.
 
         ``method="ddpm"``: ancestral sampling (η = 1) over all T steps (or ``steps`` evenly spaced
         ones); ``"ddim"``: deterministic DDIM (η = 0), ``steps`` defaults to 50. ``eta`` overrides
         the method's η. ``seed`` draws all noise from a private generator (same seed → same
-        samples, global RNG untouched); ``None`` uses the global torch RNG. Eval mode and no
-        gradients; the mode is restored.
+        samples, global RNG untouched); ``None`` uses the global torch RNG. Conditional:
+        ``labels`` ``(n,)`` (or drawn with ``sample_labels(n, seed)`` when ``None``) and
+        ``guidance_scale`` (default: the model's). Eval mode and no gradients; the mode is restored.
         """
         ts = self.sample_timesteps(method, steps)
         eta = (1.0 if method == "ddpm" else 0.0) if eta is None else float(eta)
+        labels = self.labels_for_sampling(int(n), seed, labels)
+        if guidance_scale is None:
+            guidance_scale = self.guidance_scale
+        elif not self.n_classes:
+            raise ValueError("guidance_scale given, but this ddpm is unconditional (n_classes=0)")
+        else:
+            _check_guidance_scale(guidance_scale)
         gen = seeded(seed)
         shape = (int(n), *self.data_shape)
         ab_all = self.alphas_cumprod
@@ -305,7 +243,8 @@ class DDPM(L.LightningModule):
             for i, t in enumerate(ts):
                 ab = ab_all[t]
                 ab_prev = ab_all[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=ab.device)
-                eps = self.ema(x, torch.full((shape[0],), t, dtype=torch.long, device=self.device))
+                eps = self.guided_eps(x, torch.full((shape[0],), t, dtype=torch.long, device=self.device),
+                                      labels, guidance_scale)
                 x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
                 if self.is_image:
                     x0 = x0.clamp(-1, 1)
@@ -332,9 +271,12 @@ class DDPM(L.LightningModule):
         self._means.reset("train")
 
     def training_step(self, batch, batch_idx):
-        x = batch[0]
+        x, y = batch[0], self.batch_labels(batch)
         t = torch.randint(0, self.timesteps, (x.shape[0],), device=x.device)
-        loss = self._loss(self.net, x, t, torch.randn_like(x)).mean()
+        eps = torch.randn_like(x)
+        if y is not None:  # classifier-free guidance: the null label for a cond_drop share
+            y = y.masked_fill(torch.rand(y.shape, device=y.device) < self.hparams.cond_drop, self.n_classes)
+        loss = self._loss(self.net, x, t, eps, y).mean()
         self._means.add("train", x.shape[0], loss=loss)
         return loss
 
@@ -351,7 +293,8 @@ class DDPM(L.LightningModule):
         x = batch[0]
         gen = seeded(self.VAL_SEED + batch_idx)
         t = torch.randint(0, self.timesteps, (x.shape[0],), generator=gen).to(x.device)
-        self._means.add("val", x.shape[0], loss=self.denoising_loss(x, t, gen).mean())
+        loss = self.denoising_loss(x, t, gen, labels=self.batch_labels(batch))
+        self._means.add("val", x.shape[0], loss=loss.mean())
 
     def on_validation_epoch_end(self) -> None:
         self._means.log(self, "val", self.LOGGED)

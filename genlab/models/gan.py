@@ -23,6 +23,12 @@
   the mean probability D gives real / generated records. Note that a *lower* ``val_loss`` means a
   discriminator that separates better, i.e. not necessarily a better generator; use it for
   checkpoint selection with that in mind.
+- Class-conditional (``n_classes >= 2``): the generator gets the one-hot label appended to z and
+  the discriminator is a projection discriminator (:class:`.backbones.ProjectionDiscriminator`).
+  Training batches must be labelled; the generated half of each batch gets labels drawn from
+  ``class_prior`` (global RNG, after z) rather than the real batch's labels, so that under DP-SGD
+  each member still reaches exactly one row of the discriminator's batch. Validation pairs each
+  real record's label with the generated record of the same row.
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ._common import EpochMeans, eval_no_grad, randn, seeded
-from .backbones import build_decoder, build_encoder, check_arch, check_data_shape
+from ._common import ClassConditional, EpochMeans, eval_no_grad, randn, seeded, with_code
+from .backbones import ProjectionDiscriminator, build_decoder, build_encoder, check_arch, check_data_shape
 
 
-class GAN(L.LightningModule):
+class GAN(ClassConditional, L.LightningModule):
     """Spectral-norm GAN with an MLP or conv generator/discriminator following ``data_shape``."""
 
     model_kind = "gan"
@@ -56,6 +62,7 @@ class GAN(L.LightningModule):
         beta1: float = 0.5,
         n_critic: int = 1,
         spectral_norm: bool = True,
+        n_classes: int = 0,
     ):
         super().__init__()
         data_shape = check_data_shape(data_shape)
@@ -69,6 +76,7 @@ class GAN(L.LightningModule):
         if not 0 <= beta1 < 1:
             raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
         self.automatic_optimization = False
+        k = self.init_classes(n_classes)
         # plain types only, so checkpoints load with torch.load(weights_only=True)
         hp = dict(
             model_kind=self.model_kind, data_shape=data_shape, latent_dim=int(latent_dim), arch=str(arch),
@@ -77,41 +85,54 @@ class GAN(L.LightningModule):
         )
         if not spectral_norm:  # recorded only when off: default checkpoints stay as they were
             hp["spectral_norm"] = False
+        if k:  # likewise recorded only when conditional
+            hp["n_classes"] = k
         self.save_hyperparameters(hp)
         self.dp_per_sample = False  # set by genlab.dp.make_private
         self.dp_hooks = None  # Opacus' per-sample gradient hooks on the discriminator (DP only)
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
         self.is_image = len(data_shape) == 3
-        self.generator = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
-        self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth),
-                                           spectral_norm=bool(spectral_norm))
+        self.generator = build_decoder(arch, self.latent_dim + k, data_shape, int(width), int(depth))
+        if k:
+            self.discriminator = ProjectionDiscriminator(arch, data_shape, k, int(width), int(depth),
+                                                         spectral_norm=bool(spectral_norm))
+        else:
+            self.discriminator = build_encoder(arch, data_shape, 1, int(width), int(depth),
+                                               spectral_norm=bool(spectral_norm))
         self._means = EpochMeans()
         self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
     # ---------------------------------------------------------------- model
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Generator output for noise ``z`` ``(N, latent_dim)`` → ``(N, *data_shape)``."""
-        out = self.generator(z)
+    def generate(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+        """Generator output for noise ``z`` ``(N, latent_dim)`` (and ``labels`` ``(N,)``, required
+        when conditional) → ``(N, *data_shape)``."""
+        out = self.generator(with_code(z, self.one_hot(self.check_labels(labels, z.shape[0]))))
         return torch.sigmoid(out) if self.is_image else out
 
-    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits ``(N,)`` (positive = "real")."""
-        return self.discriminator(x).squeeze(1)
+    def discriminate(self, x: torch.Tensor, labels=None) -> torch.Tensor:
+        """Discriminator logits ``(N,)`` (positive = "real"); ``labels`` required when conditional."""
+        labels = self.check_labels(labels, x.shape[0])
+        out = self.discriminator(x) if labels is None else self.discriminator(x, labels)
+        return out.squeeze(1)
 
-    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int | None = None, labels=None) -> torch.Tensor:
         """``n`` generated records ``(n, *data_shape)``.
 
         ``seed`` draws z from a private generator (same seed → same samples, global RNG untouched);
-        ``None`` uses the global torch RNG. Eval mode and no gradients; the mode is restored.
+        ``None`` uses the global torch RNG. Conditional: ``labels`` ``(n,)``, or drawn with
+        ``sample_labels(n, seed)`` when ``None``. Eval mode and no gradients; the mode is restored.
         """
+        labels = self.labels_for_sampling(int(n), seed, labels)
         z = randn((int(n), self.latent_dim), seeded(seed), self.device)
         with eval_no_grad(self):
-            return self.generate(z)
+            return self.generate(z, labels)
 
-    def _d_loss(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _d_loss(self, x: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
+                fake_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # one pass over real and fake together (one spectral-norm power iteration per D step)
-        logits = self.discriminate(torch.cat([x, fake]))
+        both = None if labels is None else torch.cat([labels, fake_labels])
+        logits = self.discriminate(torch.cat([x, fake]), both)
         d_real, d_fake = logits[: x.shape[0]], logits[x.shape[0]:]
         return F.softplus(-d_real).mean() + F.softplus(d_fake).mean(), d_real, d_fake
 
@@ -126,12 +147,14 @@ class GAN(L.LightningModule):
         self._means.reset("train")
 
     def training_step(self, batch, batch_idx):
-        x = batch[0]
+        x, y = batch[0], self.batch_labels(batch)
         n = x.shape[0]
         opt_g, opt_d = self.optimizers()
-        fake = self.generate(randn((n, self.latent_dim), None, x.device))
+        z = randn((n, self.latent_dim), None, x.device)
+        fake_y = None if y is None else self.sample_labels(n).to(x.device)
+        fake = self.generate(z, fake_y)
 
-        loss_d, d_real, d_fake = self._d_loss(x, fake.detach())
+        loss_d, d_real, d_fake = self._d_loss(x, fake.detach(), y, fake_y)
         opt_d.zero_grad(set_to_none=True)
         if self.dp_per_sample:
             # DP-SGD: every row of the real+fake batch is its own per-sample clipping unit (each
@@ -149,7 +172,7 @@ class GAN(L.LightningModule):
                 self.discriminator.requires_grad_(False)
                 self.dp_hooks.disable_hooks()
             try:
-                loss_g = F.softplus(-self.discriminate(fake)).mean()
+                loss_g = F.softplus(-self.discriminate(fake, fake_y)).mean()
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(loss_g)
                 opt_g.step()
@@ -166,9 +189,9 @@ class GAN(L.LightningModule):
         self._means.reset("val")
 
     def validation_step(self, batch, batch_idx):
-        x = batch[0]
+        x, y = batch[0], self.batch_labels(batch)
         z = randn((x.shape[0], self.latent_dim), seeded(self.VAL_SEED + batch_idx), x.device)
-        loss, d_real, d_fake = self._d_loss(x, self.generate(z))
+        loss, d_real, d_fake = self._d_loss(x, self.generate(z, y), y, y)
         self._means.add("val", x.shape[0], loss=loss, d_real=torch.sigmoid(d_real).mean(),
                         d_fake=torch.sigmoid(d_fake).mean())
 

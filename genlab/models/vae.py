@@ -20,6 +20,12 @@ as tensors and logged once per epoch (no per-step logging or host syncs).
 
 ``val_loss`` is a deterministic function of the weights: the reparameterisation noise of
 validation batch ``i`` comes from a private ``torch.Generator`` seeded with ``VAL_SEED + i``.
+
+Class-conditional (``n_classes >= 2``; a CVAE, Sohn et al. 2015): ``q(z|x, y)`` and ``p(x|z, y)``
+with the one-hot label appended to the encoder input (constant channels for the conv encoder,
+columns for the MLP) and to the decoder's ``z``. The prior stays ``N(0, I)``, so sampling picks a
+label and decodes ``z ~ N(0, I)`` with it. The label code has no parameters of its own: DP-SGD
+(which trains the encoder and decoder) needs no change. Training batches must be labelled.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ._common import EpochMeans, eval_no_grad, randn, seeded
-from .backbones import build_decoder, build_encoder, check_arch, check_data_shape, flat_dim
+from ._common import ClassConditional, EpochMeans, eval_no_grad, randn, seeded, with_code
+from .backbones import build_decoder, build_encoder, check_arch, check_data_shape, coded_input_shape, flat_dim
 
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
@@ -41,8 +47,8 @@ _LOG_2PI = math.log(2 * math.pi)
 LOG_VAR_X_INIT = -4.0
 
 
-class VAE(L.LightningModule):
-    """VAE with an MLP or conv encoder/decoder following ``data_shape``."""
+class VAE(ClassConditional, L.LightningModule):
+    """VAE (or CVAE with ``n_classes``) with an MLP or conv encoder/decoder following ``data_shape``."""
 
     model_kind = "vae"
     VAL_SEED = 20_240_601
@@ -58,6 +64,7 @@ class VAE(L.LightningModule):
         lr: float = 1e-3,
         beta: float = 1.0,
         likelihood: str = "auto",
+        n_classes: int = 0,
     ):
         super().__init__()
         data_shape = check_data_shape(data_shape)
@@ -73,33 +80,47 @@ class VAE(L.LightningModule):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}")
+        k = self.init_classes(n_classes)
         # plain types only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(dict(
+        hp = dict(
             model_kind=self.model_kind, data_shape=data_shape, latent_dim=int(latent_dim), arch=str(arch),
             width=int(width), depth=int(depth), lr=float(lr), beta=float(beta), likelihood=likelihood,
-        ))
+        )
+        if k:  # recorded only when conditional: unconditional checkpoints stay as they were
+            hp["n_classes"] = k
+        self.save_hyperparameters(hp)
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
-        self.encoder = build_encoder(arch, data_shape, 2 * self.latent_dim, int(width), int(depth))
-        self.decoder = build_decoder(arch, self.latent_dim, data_shape, int(width), int(depth))
+        self.code_as_channels = arch == "conv"
+        self.encoder = build_encoder(arch, coded_input_shape(arch, data_shape, k), 2 * self.latent_dim,
+                                     int(width), int(depth))
+        self.decoder = build_decoder(arch, self.latent_dim + k, data_shape, int(width), int(depth))
         if likelihood == "gaussian":
             self.log_var_x = torch.nn.Parameter(torch.full((flat_dim(data_shape),), LOG_VAR_X_INIT))
         self._means = EpochMeans()
         self.epoch_metrics: dict[str, torch.Tensor] = {}  # all epoch means, see EpochMeans.log
 
     # ---------------------------------------------------------------- model
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior ``q(z|x)``: ``(mu, logvar)``, each ``(N, latent_dim)``."""
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+    def _code(self, labels, n: int) -> torch.Tensor | None:
+        """One-hot code of ``labels`` (required when conditional; ``None`` when unconditional)."""
+        return self.one_hot(self.check_labels(labels, n))
+
+    def _encode(self, x: torch.Tensor, code: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(with_code(x, code, as_channels=self.code_as_channels)).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def encode(self, x: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior ``q(z|x)`` (``q(z|x, y)`` when conditional): ``(mu, logvar)``, each ``(N, latent_dim)``."""
+        return self._encode(x, self._code(labels, x.shape[0]))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode_raw(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+        """Decoder output (logits for Bernoulli) for ``z`` (and ``labels`` when conditional)."""
+        return self.decoder(with_code(z, self._code(labels, z.shape[0])))
+
+    def decode(self, z: torch.Tensor, labels=None) -> torch.Tensor:
         """Data-space mean for latent codes ``z``: probabilities (Bernoulli) or the Gaussian mean."""
-        out = self._decode_raw(z)
+        out = self._decode_raw(z, labels)
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def _nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -109,42 +130,47 @@ class VAE(L.LightningModule):
         sq = (x - out).flatten(1).pow(2)
         return 0.5 * (sq * torch.exp(-lv) + lv + _LOG_2PI).sum(1)
 
-    def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                   labels=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-record reconstruction NLL and KL(q(z|x) || N(0, I)), in nats (one z sample).
 
         ``generator`` (a CPU ``torch.Generator``) draws the reparameterisation noise; ``None``
-        uses the global torch RNG.
+        uses the global torch RNG. ``labels`` ``(N,)``: required by a conditional model.
         """
-        mu, logvar = self.encode(x)
+        code = self._code(labels, x.shape[0])
+        mu, logvar = self._encode(x, code)
         eps = randn(mu.shape, generator, mu.device).to(mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
-        rec = self._nll(self._decode_raw(z), x)
+        rec = self._nll(self.decoder(with_code(z, code)), x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
         return rec, kl
 
-    def neg_elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def neg_elbo(self, x: torch.Tensor, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """Negative ELBO per record (β = 1), shape ``(N,)``, in nats; one Monte-Carlo sample of z.
 
-        Runs in the module's current mode with gradients as the caller set them (wrap it in
+        A conditional model scores ``-log p(x|y)``'s bound and needs ``labels``. Runs in the
+        module's current mode with gradients as the caller set them (wrap it in
         ``torch.no_grad()`` for scoring).
         """
-        rec, kl = self.loss_terms(x, generator)
+        rec, kl = self.loss_terms(x, generator, labels)
         return rec + kl
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, labels=None) -> torch.Tensor:
         """Decode the posterior mean (z = mu); eval mode, no gradients (the mode is restored)."""
         with eval_no_grad(self):
-            return self.decode(self.encode(x)[0])
+            return self.decode(self.encode(x, labels)[0], labels)
 
-    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int | None = None, labels=None) -> torch.Tensor:
         """``n`` samples ``(n, *data_shape)``: the decoder mean at z ~ N(0, I).
 
         ``seed`` draws z from a private generator (same seed → same samples, global RNG untouched);
-        ``None`` uses the global torch RNG. Eval mode and no gradients; the mode is restored.
+        ``None`` uses the global torch RNG. Conditional: ``labels`` ``(n,)``, or drawn with
+        ``sample_labels(n, seed)`` when ``None``. Eval mode and no gradients; the mode is restored.
         """
+        labels = self.labels_for_sampling(int(n), seed, labels)
         z = randn((int(n), self.latent_dim), seeded(seed), self.device)
         with eval_no_grad(self):
-            return self.decode(z)
+            return self.decode(z, labels)
 
     # ------------------------------------------------------------ lightning
     def configure_optimizers(self):
@@ -155,7 +181,7 @@ class VAE(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x = batch[0]
-        rec, kl = self.loss_terms(x)
+        rec, kl = self.loss_terms(x, labels=self.batch_labels(batch))
         loss = (rec + self.hparams.beta * kl).mean()
         self._means.add("train", x.shape[0], loss=loss)
         return loss
@@ -169,7 +195,7 @@ class VAE(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x = batch[0]
         gen = seeded(self.VAL_SEED + batch_idx)
-        rec, kl = self.loss_terms(x, gen)
+        rec, kl = self.loss_terms(x, gen, self.batch_labels(batch))
         self._means.add("val", x.shape[0], loss=(rec + self.hparams.beta * kl).mean(), rec=rec.mean(), kl=kl.mean())
 
     def on_validation_epoch_end(self) -> None:
