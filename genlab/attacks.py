@@ -12,6 +12,12 @@ Families
 - ``recon`` (VAE, white-box): minus the squared reconstruction error at z = μ (no sampling noise).
 - ``discriminator`` (GAN, white-box; LOGAN, Hayes et al. 2019): the discriminator's logit — it
   has seen the members as "real" throughout training.
+- ``denoising`` (DDPM, white-box; Matsumoto et al. 2023): the EMA denoiser's loss
+  ``||ε̂(x_t, t) − ε||²`` at the timesteps ``DENOISING_FRACTIONS`` of T (small to mid t, where the
+  paper finds training records stand out most), each averaged over ``mc_samples`` seeded noise
+  draws, standardised per timestep by the reference population's mean and standard deviation
+  (the raw loss falls steeply with t, so unscaled the smallest t would drown the rest), and
+  averaged over the timesteps; minus that, so lower loss = "member".
 - ``distance`` (black-box; GAN-Leaks full black-box, Chen et al. 2020): minus the distance to
   the closest of k generated samples. Works for any generator, including one that copies.
 - ``mc_ball`` (black-box; Hilprecht et al. 2019): the share of the k generated samples inside an
@@ -25,7 +31,10 @@ Families
   ``(μ_out(x) − loss(x)) / σ`` from shadow models that never saw the scored records
   (:func:`lira_offline`); the shadows themselves are trained by :mod:`genlab.privacy_audit`.
 
-Distances are Euclidean in data space (records flattened).
+Class-conditional models are scored with the records' true labels when the caller gives them
+(``labels=``; the audit does) and label-free otherwise (:mod:`genlab.model_scores`: the marginal
+ELBO and the most likely class for the CVAE, the null label for the DDPM, the largest logit over
+the classes for the GAN). Distances are Euclidean in data space (records flattened).
 """
 
 from __future__ import annotations
@@ -38,11 +47,15 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 
-__all__ = ["ATTACKS", "Attacks", "fit_attacks", "available_attacks", "nn_distances", "flat",
-           "lira_offline", "model_loss"]
+from genlab.model_scores import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
+                                 is_conditional, timesteps_at)
 
-ATTACKS = ("elbo", "recon", "discriminator", "distance", "mc_ball", "domias", "lira")
-_MC_SEED = 7_331  # base seed of the ELBO's z draws (fixed per record batch: deterministic scores)
+__all__ = ["ATTACKS", "DENOISING_FRACTIONS", "Attacks", "fit_attacks", "available_attacks",
+           "nn_distances", "flat", "lira_offline", "model_loss"]
+
+ATTACKS = ("elbo", "recon", "discriminator", "denoising", "distance", "mc_ball", "domias", "lira")
+_MC_SEED = 7_331  # base seed of the ELBO's z / the denoising loss's ε draws (deterministic scores)
+DENOISING_FRACTIONS = (0.05, 0.1, 0.2, 0.3)  # the denoising attack's timesteps, as fractions of T
 
 
 def flat(x) -> np.ndarray:
@@ -84,19 +97,31 @@ def available_attacks(model) -> list[str]:
         names += ["elbo", "recon"]
     if hasattr(model, "discriminate"):
         names.append("discriminator")
+    if hasattr(model, "denoising_loss"):
+        names.append("denoising")
     return names + ["distance", "mc_ball", "domias"]
 
 
-def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0) -> np.ndarray:
-    """The white-box per-record loss LiRA calibrates: negative ELBO (VAE) or −logit (GAN)."""
+def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0, labels=None) -> np.ndarray:
+    """The white-box per-record loss LiRA calibrates: negative ELBO (VAE), −logit (GAN), or the
+    denoising loss at the attack's timesteps, averaged over them (DDPM: LiRA compares each
+    record's loss with the shadows' on the same record and draws, so no standardisation is
+    needed). ``labels``: the records' classes (conditional models; label-free without)."""
+    y = check_labels(model, labels, len(x))
     if hasattr(model, "neg_elbo"):
-        return -_elbo(model, x, mc_samples, seed)
+        return -_elbo(model, x, mc_samples, seed, y)
     if hasattr(model, "discriminate"):
-        return -_disc(model, x)
-    raise TypeError(f"model_loss: a VAE (neg_elbo) or GAN (discriminate) is needed, got {type(model).__name__}")
+        return -gan_logit(model, x, y)
+    if hasattr(model, "denoising_loss"):
+        return _denoising(model, x, mc_samples, seed, y).mean(1)
+    raise TypeError(f"model_loss: a VAE (neg_elbo), GAN (discriminate) or DDPM (denoising_loss) is "
+                    f"needed, got {type(model).__name__}")
 
 
-def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int) -> np.ndarray:
+def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int, labels=None) -> np.ndarray:
+    if is_conditional(model) and labels is None:
+        return -cvae_marginal_neg_elbo(model, x, draws=mc_samples, seed=_MC_SEED + 1000 * int(seed))[0]
+    kw = {} if labels is None else {"labels": labels}
     was = model.training
     model.eval()
     try:
@@ -104,25 +129,26 @@ def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int) -> np.ndarray:
             total = torch.zeros(len(x), dtype=torch.float64)
             for j in range(mc_samples):
                 gen = torch.Generator().manual_seed(_MC_SEED + 1000 * int(seed) + j)
-                total += model.neg_elbo(x, gen).double()
+                total += model.neg_elbo(x, gen, **kw).double()
     finally:
         model.train(was)
     return -(total / mc_samples).numpy()
 
 
-def _recon(model, x: torch.Tensor) -> np.ndarray:
-    r = model.reconstruct(x)
+def _recon(model, x: torch.Tensor, labels=None) -> np.ndarray:
+    if not is_conditional(model):
+        r = model.reconstruct(x)
+    else:  # unlabelled: the class the model finds most likely (one z draw decides it)
+        y = labels if labels is not None else torch.from_numpy(
+            cvae_marginal_neg_elbo(model, x, draws=1, seed=_MC_SEED)[1].argmax(1))
+        r = model.reconstruct(x, labels=y)
     return -flat((r - x).pow(2)).sum(1)
 
 
-def _disc(model, x: torch.Tensor) -> np.ndarray:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model.discriminate(x).double().numpy()
-    finally:
-        model.train(was)
+def _denoising(model, x, mc_samples: int, seed: int, labels=None) -> np.ndarray:
+    """(n, len(DENOISING_FRACTIONS)) raw denoising losses at the attack's timesteps."""
+    return denoising_losses(model, x, timesteps_at(model, DENOISING_FRACTIONS), draws=mc_samples,
+                            seed=_MC_SEED + 1000 * int(seed), labels=labels)
 
 
 @dataclass
@@ -138,19 +164,27 @@ class Attacks:
     kde_ref: Any
     mc_samples: int
     seed: int
+    denoising_ref: tuple[np.ndarray, np.ndarray] | None = None  # per-timestep mean, sd (reference)
     info: dict = field(default_factory=dict)
 
-    def score(self, x) -> dict[str, np.ndarray]:
-        """{attack name: scores} for records ``x`` (a tensor shaped like the model's data)."""
+    def score(self, x, labels=None) -> dict[str, np.ndarray]:
+        """{attack name: scores} for records ``x`` (a tensor shaped like the model's data).
+
+        ``labels``: the records' classes, used by a conditional model's white-box attacks
+        (ignored by an unconditional model); without them those attacks are label-free."""
         xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
         xf = flat(xt)
+        y = check_labels(self.model, labels, len(xt))
         out: dict[str, np.ndarray] = {}
         if "elbo" in self.names:
-            out["elbo"] = _elbo(self.model, xt, self.mc_samples, self.seed)
+            out["elbo"] = _elbo(self.model, xt, self.mc_samples, self.seed, y)
         if "recon" in self.names:
-            out["recon"] = _recon(self.model, xt)
+            out["recon"] = _recon(self.model, xt, y)
         if "discriminator" in self.names:
-            out["discriminator"] = _disc(self.model, xt)
+            out["discriminator"] = gan_logit(self.model, xt, y)
+        if "denoising" in self.names:
+            mu, sd = self.denoising_ref
+            out["denoising"] = -((_denoising(self.model, xt, self.mc_samples, self.seed, y) - mu) / sd).mean(1)
         d, _ = nn_distances(xf, self.generated, k=1)
         out["distance"] = -d[:, 0]
         d2 = ((xf * xf).sum(1)[:, None] + (self.generated ** 2).sum(1)[None, :]
@@ -162,14 +196,15 @@ class Attacks:
 
 
 def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int = 8,
-                domias_dims: int = 5, ball_quantile: float = 0.1) -> Attacks:
+                domias_dims: int = 5, ball_quantile: float = 0.1, reference_labels=None) -> Attacks:
     """Fit every attack the model supports from generated samples and a reference population.
 
     ``generated``: the model's samples (k records); ``reference``: records from the population
-    that are *not* scored (``holdout_b``). ``ball_quantile``: the ε-ball radius is this quantile of
-    the reference records' distances to their nearest generated sample — a ball that a typical
-    population record rarely reaches, so counts inside it single out records the generator
-    concentrates on."""
+    that are *not* scored (``holdout_b``), with their classes ``reference_labels`` for a
+    conditional model (pass labels to :meth:`Attacks.score` alike, or neither). ``ball_quantile``:
+    the ε-ball radius is this quantile of the reference records' distances to their nearest
+    generated sample — a ball that a typical population record rarely reaches, so counts inside
+    it single out records the generator concentrates on."""
     g, ref = flat(generated), flat(reference)
     if len(g) < 2 or len(ref) < domias_dims + 2:
         raise ValueError(f"fit_attacks: expected >= 2 generated samples and > domias_dims + 1 = "
@@ -185,10 +220,18 @@ def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int =
     kde_gen = stats.gaussian_kde(pca.transform(g).T)
     kde_ref = stats.gaussian_kde(pca.transform(ref).T)
     names = available_attacks(model)
+    info = {"ball_radius": radius, "domias_dims": dims, "n_generated": len(g), "n_reference": len(ref)}
+    denoising_ref = None
+    if "denoising" in names:
+        ref_x = reference if isinstance(reference, torch.Tensor) else torch.as_tensor(
+            np.asarray(reference), dtype=torch.float32)
+        losses = _denoising(model, ref_x, mc_samples, seed,
+                            check_labels(model, reference_labels, len(ref_x)))
+        denoising_ref = (losses.mean(0), np.maximum(losses.std(0), 1e-12))
+        info["denoising_timesteps"] = timesteps_at(model, DENOISING_FRACTIONS)
     return Attacks(model=model, generated=g, names=names, ball_radius=radius, pca=pca,
                    kde_gen=kde_gen, kde_ref=kde_ref, mc_samples=mc_samples, seed=seed,
-                   info={"ball_radius": radius, "domias_dims": dims, "n_generated": len(g),
-                         "n_reference": len(ref)})
+                   denoising_ref=denoising_ref, info=info)
 
 
 def lira_offline(target_loss, shadow_losses) -> np.ndarray:

@@ -14,8 +14,14 @@ How it is wired, and why:
   the LightningModule is not wrapped, so checkpoint keys, ``load_model`` and every later notebook
   are unchanged.
 - Supported: the VAE with a Bernoulli likelihood (images), MLP or conv backbones (GroupNorm is
-  DP-compatible; there is no BatchNorm in genlab's backbones), and the GAN's **discriminator**
+  DP-compatible; there is no BatchNorm in genlab's backbones), the DDPM's denoiser ``net``
+  (U-Net or MLP: Conv2d, Linear, GroupNorm, the conditional label Embedding — all layers Opacus
+  has per-sample gradients for), and the GAN's **discriminator**
   (the generator sees members only through it, so it is post-processing of a DP discriminator).
+  The DDPM's EMA copy is likewise post-processing: a running average of the DP-trained weights,
+  outside the hooked network and the optimiser, with ``requires_grad=False``; Opacus never sees
+  it. Conditional models (labels as one-hot inputs or an embedding) train the same way: a
+  record's label is part of the record.
   For the GAN: the model must be built with ``spectral_norm=False`` (``model_from_params`` does
   so when ``dp=True``): Opacus 1.6's ``GradSampleModule`` raises NotImplementedError "trainable
   layer with buffers" on the spectral-norm parametrisation (its power-iteration vectors). The
@@ -26,6 +32,9 @@ How it is wired, and why:
   the accountant's steps. Refused with a message: the Gaussian-likelihood VAE (its free
   observation log-variance is a bare parameter Opacus cannot compute per-sample gradients for),
   a spectral-norm GAN, and resuming a DP run (the accountant's history is not in the checkpoint).
+  Beyond those, :func:`check_supported` refuses, naming it, any trained parameter of a layer
+  type Opacus 1.6 has no per-sample gradient for, and :func:`make_private` any parameter the
+  optimiser updates outside the hooked networks (it would be trained without clipping or noise).
 
 The accountant's ε after training (:meth:`DPState.epsilon`) goes into the training report and
 ``artifacts/dp.json``, which the privacy audit reads.
@@ -75,6 +84,7 @@ class DPState:
 
 
 def check_supported(model, *, resume: bool = False) -> None:
+    """Raise :class:`DPError`, naming the setting or parameter, if DP-SGD cannot train ``model``."""
     kind = getattr(model, "model_kind", type(model).__name__)
     if resume:
         raise DPError("dp=True with resume_from: the privacy accountant's history is not stored in "
@@ -86,14 +96,47 @@ def check_supported(model, *, resume: bool = False) -> None:
                 "spectral_norm=False (experiment.model_from_params does so when dp=True): its "
                 "spectral-norm parametrisation keeps power-iteration buffers that Opacus 1.6 "
                 "refuses (GradSampleModule: 'trainable layer with buffers')")
-        return
-    if kind != "vae":
-        raise DPError(f"dp=True: DP-SGD is implemented for model='vae' and 'gan' only, got "
+    elif kind not in ("vae", "ddpm"):
+        raise DPError(f"dp=True: DP-SGD is implemented for model='vae', 'gan' and 'ddpm' only, got "
                       f"model={kind!r}")
-    if getattr(model, "likelihood", None) != "bernoulli":
+    elif kind == "vae" and getattr(model, "likelihood", None) != "bernoulli":
         raise DPError("dp=True: the VAE needs likelihood='bernoulli' (image data); the Gaussian "
                       "likelihood's free log-variance has no per-sample gradient in Opacus, got "
                       f"likelihood={getattr(model, 'likelihood', None)!r}")
+    _check_layers(model, private_nets(model))
+
+
+def private_nets(model) -> torch.nn.Module:
+    """The networks whose gradients see the members, which Opacus hooks: the GAN's discriminator,
+    the DDPM's denoiser (not its EMA copy), the VAE's encoder and decoder."""
+    kind = getattr(model, "model_kind", None)
+    if kind == "gan":
+        return model.discriminator
+    if kind == "ddpm":
+        return model.net
+    return torch.nn.ModuleDict({"encoder": model.encoder, "decoder": model.decoder})
+
+
+def _param_names(model) -> dict[int, str]:
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def _check_layers(model, nets: torch.nn.Module) -> None:
+    """Every trained parameter of ``nets`` must sit in a layer Opacus has a per-sample gradient
+    for, and no layer may be one it cannot train privately (BatchNorm: mixes records)."""
+    from opacus.grad_sample import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    names = _param_names(model)
+    for module in nets.modules():
+        for p in module.parameters(recurse=False):
+            if p.requires_grad and type(module) not in GradSampleModule.GRAD_SAMPLERS:
+                raise DPError(f"dp=True: parameter {names.get(id(p), '?')!r} belongs to a "
+                              f"{type(module).__name__} layer, which Opacus 1.6 has no per-sample "
+                              f"gradient for (supported: Linear, Conv, GroupNorm, LayerNorm, Embedding, …)")
+    errors = ModuleValidator.validate(nets, strict=False)
+    if errors:
+        raise DPError(f"dp=True: layers Opacus cannot train privately: {errors[:3]}")
 
 
 def make_private(model, train_loader: DataLoader, *, target_epsilon: float, target_delta: float,
@@ -108,19 +151,17 @@ def make_private(model, train_loader: DataLoader, *, target_epsilon: float, targ
         if not ok:
             raise DPError(f"{name}: expected a positive value (delta in (0, 1)), got {v!r}")
     from opacus import PrivacyEngine
-    from opacus.validators import ModuleValidator
 
     gan = getattr(model, "model_kind", None) == "gan"
-    if gan:  # only the discriminator sees members; the generator learns through it
-        nets = model.discriminator
-    else:
-        nets = torch.nn.ModuleDict({"encoder": model.encoder, "decoder": model.decoder})
-    errors = ModuleValidator.validate(nets, strict=False)
-    if errors:
-        raise DPError(f"dp=True: layers Opacus cannot train privately: {errors[:3]}")
+    nets = private_nets(model)  # checked by check_supported
     base = model.configure_optimizers()
-    if gan:
+    if gan:  # only the discriminator sees members; the generator learns through it
         opt_g, base = base
+    hooked = {id(p) for p in nets.parameters()}
+    outside = [p for g in base.param_groups for p in g["params"] if id(p) not in hooked]
+    if outside:
+        raise DPError(f"dp=True: parameter {_param_names(model).get(id(outside[0]), '?')!r} is "
+                      f"trained outside the networks DP-SGD clips and noises")
     engine = PrivacyEngine(accountant=accountant)
     hooks, dp_opt, dp_loader = engine.make_private_with_epsilon(
         module=nets, optimizer=base, data_loader=train_loader, target_epsilon=float(target_epsilon),

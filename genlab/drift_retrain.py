@@ -6,6 +6,11 @@ When it fires, the run's model is fine-tuned (`init_from`) on one part of the sh
 data into `artifacts/drift_retrain/` — never the run's `model.ckpt` or `checkpoints/` — and the
 old and new models are compared on another, disjoint part: Fréchet distance of their samples,
 the model's own score, and whether drift is still detected against each reference.
+
+A class-conditional model needs labels to train on, and production records come without them:
+it is fine-tuned on the evaluation classifier's predicted labels (the BBSD softmax
+representation's argmax), and its class prior becomes their shares, so its samples follow the
+production label mix (a knock-out or imbalance shift included).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 
 from genlab import drift, training
 from genlab.drift_study import Representation, run_test, single_threaded, tests_for
+from genlab.model_scores import is_conditional, model_representations
 from genlab.models import load_model
 from genlab.runs import RunFolder
 from genlab.shifts import Pool, Shift
@@ -72,24 +78,34 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
             out[k] = None
             out[f"{k}_na_reason"] = "retraining not recommended by the rule"
         return out
-    new = fine_tune(run, tune, p)
+    labels = None
+    if is_conditional(old):
+        if "softmax" not in reps:
+            raise ValueError("a conditional model is fine-tuned on predicted labels, but this run has "
+                             "no classifier (softmax representation) to predict them")
+        labels = reps["softmax"](tune).argmax(1)
+    new = fine_tune(run, tune, p, labels=labels)
     out.update(_compare(new, "after", "new", tune, held, feat, f, p))
     out["retrain_helped"] = bool(out["fd_after_retrain"] < out["fd_before_retrain"])
     return out
 
 
-def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any]):
-    """Fine-tune a copy of the run's model on `x` for `retrain_epochs` epochs (seeded,
-    deterministic) into `artifacts/drift_retrain/`; returns the new model in eval mode."""
+def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any], labels: np.ndarray | None = None):
+    """Fine-tune a copy of the run's model on `x` (with class `labels` for a conditional model,
+    whose class prior becomes their shares) for `retrain_epochs` epochs (seeded, deterministic)
+    into `artifacts/drift_retrain/`; returns the new model in eval mode."""
     ckpt_dir = run.artifacts / RETRAIN_DIR
     training.seed_everything(p["seed"])
     model = load_model(run.model_ckpt)
     training.init_from_checkpoint(model, run.model_ckpt)
     model.train()
     g = torch.Generator().manual_seed(p["seed"])
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(x, np.float32))),
-        batch_size=64, shuffle=True, generator=g)
+    tensors = [torch.from_numpy(np.ascontiguousarray(x, np.float32))]
+    if labels is not None:
+        tensors.append(torch.as_tensor(np.asarray(labels), dtype=torch.long))
+        model.set_class_prior(torch.bincount(tensors[1], minlength=model.n_classes))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=64,
+                                         shuffle=True, generator=g)
     cfg = training.TrainConfig(max_epochs=p["retrain_epochs"], batch_size=64, seed=p["seed"])
     result = training.fit(model, train_dataloaders=loader, ckpt_dir=ckpt_dir, cfg=cfg)
     return load_model(result.last_ckpt)
@@ -104,7 +120,8 @@ def _compare(model, when: str, which: str, reference: np.ndarray, held: np.ndarr
     out: dict[str, Any] = {f"fd_{when}_retrain": _fd(model, held, feat, p["seed"]),
                            f"score_{when}_retrain": _score(model, held)}
     if out[f"score_{when}_retrain"] is None:
-        out[f"score_{when}_retrain_na_reason"] = "only a VAE has a likelihood score"
+        out[f"score_{when}_retrain_na_reason"] = ("a GAN's discriminator logit is relative to its own "
+                                                  "generator: not comparable between two models")
     with single_threaded():
         out[f"pvalue_{which}_reference_vs_heldout"] = run_test(
             "mmd", f(reference), f(held), alpha=p["alpha"], n_permutations=p["n_permutations"],
@@ -119,12 +136,19 @@ def _fd(model, held: np.ndarray, feat: Representation, seed: int) -> float:
 
 
 def _score(model, held: np.ndarray) -> float | None:
-    if getattr(model, "model_kind", None) != "vae":
+    """The model's mean loss on the held-out part, where it compares across models (lower is
+    better): the VAE's negative ELBO (one seeded draw of z), a CVAE's label-free marginal and
+    the DDPM's denoising loss at T/2 (the study's score representation); None for a GAN."""
+    kind = getattr(model, "model_kind", None)
+    if kind == "vae" and not is_conditional(model):
+        gen = torch.Generator().manual_seed(12_345)
+        with torch.no_grad(), single_threaded():
+            return float(model.neg_elbo(torch.from_numpy(np.ascontiguousarray(held, np.float32)),
+                                        gen).mean())
+    if kind not in ("vae", "ddpm"):
         return None
-    gen = torch.Generator().manual_seed(12_345)
-    with torch.no_grad(), single_threaded():
-        return float(model.neg_elbo(torch.from_numpy(np.ascontiguousarray(held, np.float32)),
-                                    gen).mean())
+    with single_threaded():
+        return float(model_representations(model)["score"](held).mean())
 
 
 def production_check(reference: np.ndarray, production: np.ndarray,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from genlab import drift, monitor
+from genlab.model_scores import model_representations
 from genlab.runs import RunFolder, atomic_write_text
 from genlab.shifts import Pool, Shift, catalogue
 
@@ -29,7 +30,6 @@ REPRESENTATIONS = ("pixels", "pca", "latent", "score", "softmax", "features")
 TESTS = ("mmd", "ks_bonferroni", "ks_fdr", "c2st", "chi2")
 MONITOR_SHIFTS = ("gaussian_noise:medium", "transform:medium", "occlusion:medium", "knockout",
                   "contamination")
-_SCORE_SEED = 12_345
 
 
 @contextlib.contextmanager
@@ -59,33 +59,6 @@ def pca_representation(fit_x: np.ndarray, k: int) -> Representation:
     _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
     comps = vt[: min(k, vt.shape[0])].T
     return lambda x: (_flat(x) - mean) @ comps
-
-
-def model_representations(model) -> dict[str, Representation]:
-    """The generative model as a sensor: a VAE's latent mean and negative ELBO (mean of 4
-    seeded draws), a GAN's negated discriminator logit (higher = less like the training data)."""
-    def tensor(x):
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-    reps: dict[str, Representation] = {}
-    if getattr(model, "model_kind", None) == "vae":
-        def latent(x):
-            with torch.no_grad():
-                return model.encode(tensor(x))[0].double().numpy()
-
-        def score(x):
-            gen = torch.Generator().manual_seed(_SCORE_SEED)
-            with torch.no_grad():
-                t = tensor(x)
-                return torch.stack([model.neg_elbo(t, gen) for _ in range(4)]).mean(0
-                                                                                  ).double().numpy()[:, None]
-        reps.update(latent=latent, score=score)
-    elif getattr(model, "model_kind", None) == "gan":
-        def score(x):
-            with torch.no_grad():
-                return (-model.discriminate(tensor(x))).double().numpy()[:, None]
-        reps["score"] = score
-    return reps
 
 
 def build_representations(model, ds, spec, run: RunFolder, *, pca_components: int, seed: int

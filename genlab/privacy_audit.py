@@ -19,6 +19,11 @@ Protocol (issue 4, DESIGN.md pools):
 LiRA shadows (``lira_shadows > 0``) are trained with the audited model's own LightningModule
 class and hyper-parameters on random halves of ``holdout_b``, into ``artifacts/shadows/<k>/``;
 the audited ``model.ckpt`` is never touched.
+
+Class-conditional models (``n_classes > 0``) are scored with each record's true label (members,
+non-members and the reference population all come from the labelled data set), and their shadows
+train on the labels of their half of ``holdout_b``. Canaries are unlabelled crafted records
+(training refuses them for a conditional model); were there any, they would be scored label-free.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from genlab.canaries import CANARY_FILE, Canaries
 from genlab.data import DataSpec, EpochSeededSampler
 from genlab.dp import load_record
 from genlab.memorisation import data_copying_ct, dcr
+from genlab.model_scores import is_conditional
 
 FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
 
@@ -68,9 +74,11 @@ def draw_scored(spec: DataSpec, n_audit: int | None, seed: int) -> tuple[np.ndar
 
 
 def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, epochs: int,
-                  batch_size: int, seed: int) -> list:
+                  batch_size: int, seed: int, y_pool: torch.Tensor | None = None) -> list:
     """K shadow models of the audited model's class and hyper-parameters, each on a seeded random
-    half of ``x_pool`` (holdout_b), written to ``artifacts/shadows/<i>/``."""
+    half of ``x_pool`` (holdout_b) with its labels ``y_pool`` (None: unlabelled, -1), written to
+    ``artifacts/shadows/<i>/``. A conditional shadow's class prior is its half's label shares,
+    as training sets the audited model's from its members."""
     from genlab.models import build_model
     from genlab.training import TrainConfig, fit, seed_everything
 
@@ -82,10 +90,13 @@ def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, e
         s = int(seed) * 1000 + 17 + i
         half = np.sort(np.random.default_rng([s, 0x5AD]).permutation(len(x_pool))[: len(x_pool) // 2])
         xs = x_pool[torch.from_numpy(half)]
-        loader = DataLoader(TensorDataset(xs, torch.full((len(xs),), -1)), batch_size=batch_size,
+        ys = torch.full((len(xs),), -1) if y_pool is None else y_pool[torch.from_numpy(half)]
+        loader = DataLoader(TensorDataset(xs, ys), batch_size=batch_size,
                             sampler=EpochSeededSampler(len(xs), s))
         seed_everything(s)
         shadow = build_model(kind, list(model.data_shape), **hp)
+        if is_conditional(shadow):
+            shadow.set_class_prior(torch.bincount(ys, minlength=shadow.n_classes))
         fit(shadow, ckpt_dir=Path(run_artifacts) / "shadows" / str(i),
             cfg=TrainConfig(max_epochs=int(epochs), batch_size=batch_size, seed=s),
             train_dataloaders=loader)
@@ -135,17 +146,22 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
               canaries: Canaries | None = None, shadow_epochs: int | None = None,
               shadow_batch_size: int = 64) -> AuditResult:
     """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
-    white-box attacks where it has a VAE's or GAN's internals). ``p``: the notebook parameters."""
+    white-box attacks where it has a VAE's, GAN's or DDPM's internals). ``p``: the notebook
+    parameters."""
     seed = p["seed"]
     spec.check_matches(ds)
     x_all = torch.from_numpy(ds.x)
     mem_idx, non_idx, n = draw_scored(spec, p["n_audit"], seed)
-    x_mem, x_non = x_all[torch.from_numpy(mem_idx)], x_all[torch.from_numpy(non_idx)]
-    x_ref = x_all[torch.from_numpy(spec.pool("holdout_b"))]
+    ref_idx = spec.pool("holdout_b")
+    x_mem, x_non, x_ref = (x_all[torch.from_numpy(i)] for i in (mem_idx, non_idx, ref_idx))
+    # labels matter only to a conditional model; the others ignore them
+    y_mem, y_non, y_ref = ((None,) * 3 if ds.y is None or not is_conditional(model)
+                           else (torch.from_numpy(ds.y[i]).long() for i in (mem_idx, non_idx, ref_idx)))
     generated = flat(model.sample(p["n_generated"], seed=seed))
     fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p["mc_samples"],
-                         domias_dims=p["domias_dims"], ball_quantile=p["ball_quantile"])
-    s_mem, s_non = fitted.score(x_mem), fitted.score(x_non)
+                         domias_dims=p["domias_dims"], ball_quantile=p["ball_quantile"],
+                         reference_labels=y_ref)
+    s_mem, s_non = fitted.score(x_mem, labels=y_mem), fitted.score(x_non, labels=y_non)
     s_can = fitted.score(canaries.x()) if canaries is not None else None
 
     if p.get("lira_shadows", 0) > 0:
@@ -153,11 +169,12 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         if epochs is None:
             raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
         shadows = train_shadows(model, x_ref, artifacts, k=p["lira_shadows"], epochs=epochs,
-                                batch_size=shadow_batch_size, seed=seed)
-        for name, x, target in (("mem", x_mem, s_mem), ("non", x_non, s_non)) + (
-                (("can", canaries.x(), s_can),) if canaries is not None else ()):
-            t = model_loss(model, x, mc_samples=p["mc_samples"], seed=seed)
-            sh = np.stack([model_loss(s, x, mc_samples=p["mc_samples"], seed=seed) for s in shadows])
+                                batch_size=shadow_batch_size, seed=seed, y_pool=y_ref)
+        for x, y, target in ((x_mem, y_mem, s_mem), (x_non, y_non, s_non)) + (
+                ((canaries.x(), None, s_can),) if canaries is not None else ()):
+            t = model_loss(model, x, mc_samples=p["mc_samples"], seed=seed, labels=y)
+            sh = np.stack([model_loss(s, x, mc_samples=p["mc_samples"], seed=seed, labels=y)
+                           for s in shadows])
             target["lira"] = lira_offline(t, sh)
 
     sel_m, ev_m = pv.split_halves(n, seed)

@@ -66,7 +66,7 @@ def test_no_shift_does_not_trigger_and_fine_tunes_nothing(ctx, monkeypatch):
 
 def test_threshold_decides(ctx, monkeypatch):
     """The same window, p = 1/(B+1) = 0.01 under large transforms: fires at 0.01, not at 0.005."""
-    monkeypatch.setattr(drift_retrain, "fine_tune", lambda run, x, p: load_model(run.model_ckpt))
+    monkeypatch.setattr(drift_retrain, "fine_tune", lambda run, x, p, labels=None: load_model(run.model_ckpt))
     fired = drift_retrain.retrain_scenario(ctx["run"], ctx["reference"], ctx["pool"], ctx["reps"],
                                            _p())
     assert fired["retrain_window_pvalue"] == pytest.approx(0.01)
@@ -95,9 +95,9 @@ def test_fine_tune_leaves_run_untouched_and_compares_on_disjoint_half(ctx, monke
     seen: dict[str, list[np.ndarray]] = {"tune": [], "held": []}
     real_fine_tune, real_fd = drift_retrain.fine_tune, drift_retrain._fd
 
-    def fine_tune(run_, x, p):
+    def fine_tune(run_, x, p, labels=None):
         seen["tune"].append(np.array(x))
-        return real_fine_tune(run_, x, p)
+        return real_fine_tune(run_, x, p, labels)
 
     def fd(model, held, feat, seed):
         seen["held"].append(np.array(held))
