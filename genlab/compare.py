@@ -24,8 +24,8 @@ from genlab.gate import headline_of
 from genlab.runs import atomic_write_text
 
 # What a reader compares first, when present; the page shows at most these many panels.
-KEY_METRICS = ("final_val_loss", "fd", "kid", "precision", "recall", "tstr_accuracy",
-               "c2st_auc", "mia_auc_max", "epsilon_lower_bound", "dp_epsilon",
+KEY_METRICS = ("final_val_loss", "fd", "tstr_accuracy", "conditional_accuracy", "kid",
+               "precision", "recall", "c2st_auc", "mia_auc_max", "epsilon_lower_bound", "dp_epsilon",
                "false_alarm_rate_max", "best_detection_rate_at_n100")
 MAX_PANELS = 6
 

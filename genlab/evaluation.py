@@ -28,7 +28,12 @@ from genlab import utility as U
 from genlab.runs import RunFolder, resolve_input
 
 HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "density",
-                    "coverage", "authenticity", "c2st_auc", "tstr_accuracy", "tstr_ece")
+                    "coverage", "authenticity", "c2st_auc", "tstr_accuracy", "tstr_ece",
+                    "conditional_accuracy")
+# label sources whose labels say which class a record should be: a conditional model's requested
+# classes, or the true classes of real records (the floor row's conditional accuracy is then the
+# extractor's own accuracy on real records never trained on)
+INTENDED_LABELS = ("requested labels", "true labels")
 
 
 @dataclass
@@ -111,9 +116,11 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = Tr
     n = p["n_samples"] or len(a)
     has_proba = ext.n_classes is not None
 
-    def make(name, x, true_y=None):
+    def make(name, x, true_y=None, requested=None):
         f, proba = ext.features_and_proba(x) if has_proba else (ext.features(x), None)
-        if true_y is not None:
+        if requested is not None:
+            labels, src = np.asarray(requested, dtype=np.int64), "requested labels"
+        elif true_y is not None:
             labels, src = true_y, "true labels"
         elif proba is not None:
             labels, src = proba.argmax(1), "extractor pseudo-labels"
@@ -121,11 +128,17 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = Tr
             labels, src = None, "none"
         return Candidate(name, x, f, proba, labels, src)
 
+    requested = None
     if p["samples"] is None:
-        gx = ctx.model.sample(n, seed=p["seed"]).detach().cpu().numpy()
+        if getattr(ctx.model, "n_classes", 0):  # conditional: classes drawn in the members' shares
+            requested = ctx.model.sample_labels(n, seed=p["seed"])
+            gx = ctx.model.sample(n, seed=p["seed"], labels=requested).detach().cpu().numpy()
+            requested = requested.numpy()
+        else:
+            gx = ctx.model.sample(n, seed=p["seed"]).detach().cpu().numpy()
     else:
-        gx, _ = load_samples(p["samples"], ds.data_shape)
-    rows = [make("model" if p["samples"] is None else "samples", gx)]
+        gx, requested = load_samples(p["samples"], ds.data_shape)  # an .npz 'y': the requested classes
+    rows = [make("model" if p["samples"] is None else "samples", gx, requested=requested)]
     if references:
         rows += [
             make("real (holdout_a)", ds.x[a], ds.y[a] if ds.y is not None else None),
@@ -184,6 +197,13 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y, tr
     put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw))
     put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p["seed"]),
                                    [ref.f, c.f], [m, m], **kw))
+    if c.proba is not None and c.label_source in INTENDED_LABELS:
+        put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw))
+    else:
+        out["conditional_accuracy"] = None
+        out["conditional_accuracy_na_reason"] = (
+            "no classifier head (feature_extractor='pixels')" if c.proba is None
+            else f"the records have no intended classes ({c.label_source})")
     extra: dict[str, Any] = {"curve": curve}
     if c.labels is None or n_classes is None:
         for name in ("tstr_accuracy", "tstr_ece"):
@@ -212,6 +232,9 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
     for k in range(n_classes):
         rf, cf = ref.f[ref.labels == k], c.f[c.labels == k]
         row: dict[str, Any] = {"class": names[k], "n_real": len(rf), "n_generated": len(cf)}
+        if c.label_source == "requested labels" and c.proba is not None:
+            hit = c.proba[c.labels == k].argmax(1) == k  # share of the class-k requests judged class k
+            row["conditional_accuracy"] = float(hit.mean()) if len(hit) else None
         if min(len(rf), len(cf)) < p["min_slice"]:
             reason = (f"too small to judge: {len(rf)} real and {len(cf)} generated records, "
                       f"fewer than min_slice={p['min_slice']}")
@@ -311,7 +334,7 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
         out["trtr_accuracy"] = None
         out["trtr_accuracy_na_reason"] = "no labelled real data"
     for key in ("fd", "kid", "precision", "recall", "coverage", "authenticity", "c2st_auc",
-                "tstr_accuracy"):
+                "tstr_accuracy", "conditional_accuracy"):
         for suffix in ("", "_ci_low", "_ci_high"):
             if floor.get(key + suffix) is not None:
                 out[f"{key}_real_vs_real{suffix}"] = floor[key + suffix]
@@ -328,6 +351,11 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
         out["extractor_accuracy_na_reason"] = f"feature extractor {ext.name!r} is not a " \
                                               f"classifier trained here"
     out["n_small_slices"] = len(ev.warnings)
+    per_class = [r["conditional_accuracy"] for r in ev.slices if r.get("conditional_accuracy") is not None]
+    out["conditional_accuracy_min_class"] = min(per_class) if per_class else None
+    if not per_class:
+        out["conditional_accuracy_min_class_na_reason"] = model.get(
+            "conditional_accuracy_na_reason", "no per-class requests to judge")
     out.update(ev.likelihood)
     return out
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import shutil
 from typing import Any, Mapping
 
+import numpy as np
+
 from genlab import dp as dp_mod
+from genlab import params
 from genlab.canaries import CANARY_FILE, CanaryDataModule, make_canaries
 from genlab.data import DataSpec, Dataset, GenDataModule
 from genlab.models import build_model, load_model
@@ -17,22 +20,74 @@ from genlab.runs import RunFolder
 from genlab.training import FitResult, TrainConfig, fit
 
 
-def model_from_params(p: Mapping[str, Any], data_shape) -> Any:
-    hparams = {k: p[k] for k in ("latent_dim", "arch", "width", "depth")}
+# Parameters that only some models read; a non-default value for another model is a mistake
+# worth a clear message rather than a silently ignored setting.
+MODEL_ONLY = {
+    "latent_dim": ("vae", "gan"), "depth": ("vae", "gan"),
+    "timesteps": ("ddpm",), "schedule": ("ddpm",), "ema_decay": ("ddpm",),
+    "sampler": ("ddpm",), "sampling_steps": ("ddpm",), "guidance_scale": ("ddpm",),
+}
+DEFAULT_EPOCHS = {"vae": 100, "gan": 100, "ddpm": 200}
+
+
+def resolve_params(p: Mapping[str, Any], ds: Dataset) -> dict[str, Any]:
+    """Check the training parameters against each other and the data; fill model defaults.
+
+    ``max_epochs=None`` becomes the model's default epochs (so the run's headline records the
+    number trained). Raises :class:`~genlab.params.ParameterError` naming the parameter for a
+    setting the chosen model does not read, a conditional model on unlabelled data, and
+    canaries (unlabelled crafted records) with a conditional model.
+    """
+    defaults = params.defaults("train")
+    for name, kinds in MODEL_ONLY.items():
+        if p[name] != defaults[name] and p["model"] not in kinds:
+            raise params.ParameterError(
+                f"parameter '{name}' applies to model {' / '.join(kinds)} only, got {name}={p[name]!r} "
+                f"with model={p['model']!r}")
+    if p["guidance_scale"] != defaults["guidance_scale"] and not p["conditional"]:
+        raise params.ParameterError(
+            f"parameter 'guidance_scale' applies to conditional=True only, got {p['guidance_scale']!r}")
+    if p["conditional"]:
+        if ds.n_classes is None or ds.n_classes < 2:
+            raise params.ParameterError(
+                f"parameter 'conditional': a class-conditional model needs a labelled dataset with at least "
+                f"2 classes; {ds.name!r} has {'no labels' if ds.n_classes is None else '1 class'}")
+        if p["canaries"]:
+            raise params.ParameterError(
+                f"parameter 'canaries': canaries are unlabelled crafted records, which a conditional model "
+                f"cannot train on; got canaries={p['canaries']} with conditional=True")
+    return {**p, "max_epochs": p["max_epochs"] or DEFAULT_EPOCHS[p["model"]]}
+
+
+def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = None) -> Any:
+    """The model the parameters describe; ``n_classes`` (the data's) is needed when conditional."""
+    kind = p["model"]
+    if kind == "ddpm":
+        arch = {"auto": "auto", "conv": "unet", "mlp": "mlp"}[p["arch"]]
+        hparams = {k: p[k] for k in ("timesteps", "schedule", "ema_decay", "sampler", "sampling_steps")}
+    else:
+        arch = "mlp" if p["arch"] == "auto" else p["arch"]
+        hparams = {k: p[k] for k in ("latent_dim", "depth")}
+    hparams["arch"] = arch
+    if p["width"] is not None:
+        hparams["width"] = p["width"]
     if p["lr"] is not None:
-        if p["model"] == "gan":
-            hparams.update(lr_g=p["lr"], lr_d=p["lr"])
-        else:
-            hparams["lr"] = p["lr"]
-    if p["model"] == "gan" and p.get("dp"):
+        hparams.update({"lr_g": p["lr"], "lr_d": p["lr"]} if kind == "gan" else {"lr": p["lr"]})
+    if p["conditional"]:
+        if not n_classes:
+            raise ValueError("model_from_params: conditional=True needs n_classes (the dataset's)")
+        hparams["n_classes"] = int(n_classes)
+        if kind == "ddpm":
+            hparams["guidance_scale"] = p["guidance_scale"]
+    if kind == "gan" and p.get("dp"):
         hparams["spectral_norm"] = False  # Opacus cannot take the spectral-norm parametrisation
-    return build_model(p["model"], list(data_shape), **hparams)
+    return build_model(kind, list(data_shape), **hparams)
 
 
 def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
-        max_epochs=p["max_epochs"], batch_size=p["batch_size"], seed=p["seed"],
-        accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
+        max_epochs=p["max_epochs"] or DEFAULT_EPOCHS[p["model"]], batch_size=p["batch_size"],
+        seed=p["seed"], accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
         strategy=p["strategy"], early_stopping_patience=p["early_stopping_patience"],
         num_nodes=num_nodes,
     )
@@ -69,11 +124,13 @@ def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
           resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
     cfg = train_config(p, num_nodes)
+    if getattr(model, "n_classes", 0):  # labels of unlabelled samples follow the members' shares
+        model.set_class_prior(np.bincount(dm.ds.y[dm.spec.pool("members")], minlength=model.n_classes))
     if p.get("dp"):
         state = dp_mod.make_private(
             model, dm.train_dataloader(), target_epsilon=p["target_epsilon"],
             target_delta=p["target_delta"], max_grad_norm=p["max_grad_norm"],
-            epochs=p["max_epochs"], resume=resume_from is not None)
+            epochs=cfg.max_epochs, resume=resume_from is not None)
         result = fit(model, ckpt_dir=run.checkpoints, cfg=cfg, train_dataloaders=state.train_loader,
                      val_dataloaders=dm.val_dataloader())
         record = state.record(result.epochs_run)

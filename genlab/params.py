@@ -82,15 +82,31 @@ _COMMON = [
 
 TRAIN = _COMMON + [
     Param("dataset", "digits", str, "'digits', 'toy', or a path to an .npz file or image folder"),
-    Param("model", "vae", str, "generative model", choices=("vae", "gan")),
-    Param("arch", "mlp", str, "backbone", choices=("mlp", "conv")),
-    Param("latent_dim", 16, int, "latent dimension", low=1, high=1024),
-    Param("width", 256, int, "hidden width (MLP units / conv base channels)", low=4, high=4096),
-    Param("depth", 2, int, "hidden layers / conv blocks", low=1, high=8),
-    Param("max_epochs", 100, int, "training epochs", low=1, high=100_000),
+    Param("model", "vae", str, "generative model: VAE, GAN or DDPM (diffusion)",
+          choices=("vae", "gan", "ddpm")),
+    Param("conditional", False, bool, "class-conditional model (CVAE, projection-discriminator "
+          "GAN, classifier-free-guidance DDPM); needs a labelled dataset"),
+    Param("arch", "auto", str, "backbone: 'auto' = MLP for the VAE and GAN, U-Net for the DDPM "
+          "on images (MLP on flat data); 'conv' = conv nets / U-Net", choices=("auto", "mlp", "conv")),
+    Param("latent_dim", 16, int, "VAE/GAN: latent dimension", low=1, high=1024),
+    Param("width", None, int, "hidden width (MLP units / conv base channels); None = the "
+          "model's default (VAE/GAN 256, DDPM U-Net 32 / MLP 256)", low=4, high=4096, optional=True),
+    Param("depth", 2, int, "VAE/GAN: hidden layers / conv blocks", low=1, high=8),
+    Param("max_epochs", None, int, "training epochs; None = the model's default (VAE and GAN "
+          "100, DDPM 200)", low=1, high=100_000, optional=True),
     Param("batch_size", 64, int, "mini-batch size", low=1, high=65_536),
     Param("lr", None, float, "learning rate; None = the model's default", low=1e-7, high=1.0,
           optional=True),
+    Param("timesteps", 1000, int, "DDPM: diffusion steps T", low=2, high=100_000),
+    Param("schedule", "cosine", str, "DDPM: noise schedule", choices=("linear", "cosine")),
+    Param("ema_decay", 0.999, float, "DDPM: decay of the weight average that samples",
+          low=0.0, high=0.99999),
+    Param("sampler", "ddim", str, "DDPM: the reports' sampler: 'ddim' (deterministic, "
+          "sampling_steps) or 'ddpm' (ancestral)", choices=("ddim", "ddpm")),
+    Param("sampling_steps", None, int, "DDPM: sampler steps; None = 50 for ddim, T for ddpm",
+          low=1, high=100_000, optional=True),
+    Param("guidance_scale", 2.0, float, "conditional DDPM: classifier-free guidance scale w "
+          "(0 = unconditional, 1 = conditional, > 1 = guided)", low=0.0, high=50.0),
     Param("val_frac", 0.1, float, "share of records in the val pool", low=0.0, high=0.9),
     Param("holdout_a_frac", 0.2, float, "share in holdout_a (audit non-members, drift reference)",
           low=0.0, high=0.9),

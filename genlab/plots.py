@@ -164,3 +164,40 @@ def nearest_pairs(samples, nearest, title: str = "Samples (top) and their neares
     """Each sample above the training record closest to it in feature space."""
     s, m = _as_numpy(samples), _as_numpy(nearest)
     return image_grid(np.concatenate([s, m]), title, ncols=len(s))
+
+
+def class_samples(model, class_names: Sequence[str], per_class: int = 8, seed: int = 0,
+                  title: str = "Samples per requested class"):
+    """A conditional model's samples, one row per requested class (images) or one colour per
+    class (2-D data). Same seed → same figure."""
+    k = len(class_names)
+    labels = torch.arange(k).repeat_interleave(per_class)
+    x = _as_numpy(model.sample(len(labels), seed=seed, labels=labels))
+    if x.ndim == 4:
+        fig = image_grid(x, title, ncols=per_class)
+        for row, name in zip(fig.axes[::per_class], class_names):
+            row.text(-0.15, 0.5, str(name), transform=row.transAxes, ha="right", va="center", fontsize=8)
+        return fig
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c, name in enumerate(class_names):
+        pts = x[c * per_class:(c + 1) * per_class]
+        ax.scatter(pts[:, 0], pts[:, 1], s=8, label=str(name))
+    ax.set(title=title, aspect="equal")
+    ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+def conditional_accuracy_bars(slices: Sequence[dict], overall: float | None,
+                              title: str = "Conditional accuracy per requested class"):
+    """Share of each class's requested samples the evaluation classifier assigns to that class."""
+    names = [str(r["class"]) for r in slices]
+    acc = [np.nan if r.get("conditional_accuracy") is None else r["conditional_accuracy"] for r in slices]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(np.arange(len(names)), acc, color="tab:blue")
+    if overall is not None:
+        ax.axhline(overall, color="k", linestyle="--", linewidth=1, label=f"overall {overall:.3f}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set(xticks=np.arange(len(names)), xticklabels=names, ylim=(0, 1), ylabel="accuracy", title=title)
+    fig.tight_layout()
+    return fig

@@ -57,7 +57,7 @@ def test_odd_sides_and_mlp_on_images():
 def test_defaults_and_registry():
     assert MODELS["ddpm"] is DDPM
     assert hparam_names("ddpm") == ["arch", "width", "timesteps", "schedule", "lr", "ema_decay", "n_classes",
-                                    "cond_drop", "guidance_scale"]
+                                    "cond_drop", "guidance_scale", "sampler", "sampling_steps"]
     img, toy = build_model("ddpm", [1, 8, 8]), build_model("ddpm", [2])
     assert (img.hparams.arch, img.hparams.width, toy.hparams.arch, toy.hparams.width) == ("unet", 32, "mlp", 256)
     assert img.hparams.timesteps == 1000 and img.hparams.schedule == "cosine"
@@ -190,7 +190,7 @@ def test_ddim_deterministic_given_start_noise():
     assert torch.equal(a, b)
     assert torch.equal(m.sample(3, seed=1, method="ddim", steps=5), m.sample(3, seed=1, method="ddim", steps=5))
     # ancestral sampling draws fresh noise each step, DDIM does not: they differ for the same seed
-    assert not torch.equal(m.sample(3, seed=1, method="ddim", steps=20), m.sample(3, seed=1))
+    assert not torch.equal(m.sample(3, seed=1, method="ddim", steps=20), m.sample(3, seed=1, method="ddpm"))
 
 
 class _LinearEps(torch.nn.Module):

@@ -55,6 +55,9 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
         assert key in h, key
     for key in ("fd", "kid", "precision", "c2st_auc", "tstr_accuracy", "fd_real_vs_real"):
         assert h[f"{key}_ci_low"] <= h[key] <= h[f"{key}_ci_high"], key
+    # unconditional samples have no intended class: no conditional accuracy, a reason instead
+    assert h["conditional_accuracy"] is None and "no intended classes" in h["conditional_accuracy_na_reason"]
+    assert h["conditional_accuracy_real_vs_real"] > 0.85  # the extractor on real records: the ceiling
     doc = reports.headline(h)
     json.dumps(doc, allow_nan=False)
     json.dumps(E.tables(ev), allow_nan=False, default=float)

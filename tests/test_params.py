@@ -17,7 +17,7 @@ def test_defaults_pass_their_own_spec():
     ("max_epochs", 0, "expected int in [1, 100000]"),
     ("max_epochs", 2.5, "got 2.5 (float)"),
     ("max_epochs", True, "got True (bool)"),
-    ("model", "flow", "in ['vae', 'gan']"),
+    ("model", "flow", "in ['vae', 'gan', 'ddpm']"),
     ("val_frac", 0.95, "in [0.0, 0.9]"),
     ("lr", math.nan, "got nan"),
     ("dataset", None, "got None"),

@@ -101,6 +101,8 @@ class DDPM(ClassConditional, L.LightningModule):
         n_classes: int = 0,
         cond_drop: float = 0.1,
         guidance_scale: float = 2.0,
+        sampler: str = "ddim",
+        sampling_steps: int | None = None,
     ):
         super().__init__()
         data_shape = check_data_shape(data_shape)
@@ -123,11 +125,18 @@ class DDPM(ClassConditional, L.LightningModule):
         if not 0 <= cond_drop < 1:
             raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop!r}")
         _check_guidance_scale(guidance_scale)
+        if sampler not in METHODS:
+            raise ValueError(f"sampler must be one of {list(METHODS)}, got {sampler!r}")
+        if sampling_steps is not None and (int(sampling_steps) != sampling_steps
+                                           or not 1 <= sampling_steps <= timesteps):
+            raise ValueError(f"sampling_steps must be None or an int in [1, timesteps={timesteps}], "
+                             f"got {sampling_steps!r}")
         k = self.init_classes(n_classes)
         # plain types only (resolved arch/width), so checkpoints load with torch.load(weights_only=True)
         hp = dict(
             model_kind=self.model_kind, data_shape=data_shape, arch=str(arch), width=int(width),
             timesteps=int(timesteps), schedule=str(schedule), lr=float(lr), ema_decay=float(ema_decay),
+            sampler=str(sampler), sampling_steps=None if sampling_steps is None else int(sampling_steps),
         )
         if k:  # recorded only when conditional: unconditional checkpoints stay as they were
             hp.update(n_classes=k, cond_drop=float(cond_drop), guidance_scale=float(guidance_scale))
@@ -215,17 +224,22 @@ class DDPM(ClassConditional, L.LightningModule):
                                 torch.cat([labels, self._null(x.shape[0])])).chunk(2)
         return eps_u + w * (eps_c - eps_u)
 
-    def sample(self, n: int, seed: int | None = None, steps: int | None = None, method: str = "ddpm",
+    def sample(self, n: int, seed: int | None = None, steps: int | None = None, method: str | None = None,
                eta: float | None = None, labels=None, guidance_scale: float | None = None) -> torch.Tensor:
         """``n`` samples ``(n, *data_shape)`` in data space from the EMA denoiser.
 
-        ``method="ddpm"``: ancestral sampling (η = 1) over all T steps (or ``steps`` evenly spaced
-        ones); ``"ddim"``: deterministic DDIM (η = 0), ``steps`` defaults to 50. ``eta`` overrides
+        ``method=None``: the model's ``sampler`` hyper-parameter with its ``sampling_steps`` (what
+        the reports use; DDIM in 50 steps by default). ``method="ddpm"``: ancestral sampling
+        (η = 1) over all T steps (or ``steps`` evenly spaced ones); ``"ddim"``: deterministic DDIM
+        (η = 0), ``steps`` defaults to 50. ``eta`` overrides
         the method's η. ``seed`` draws all noise from a private generator (same seed → same
         samples, global RNG untouched); ``None`` uses the global torch RNG. Conditional:
         ``labels`` ``(n,)`` (or drawn with ``sample_labels(n, seed)`` when ``None``) and
         ``guidance_scale`` (default: the model's). Eval mode and no gradients; the mode is restored.
         """
+        if method is None:
+            method = self.hparams.sampler
+            steps = self.hparams.sampling_steps if steps is None else steps
         ts = self.sample_timesteps(method, steps)
         eta = (1.0 if method == "ddpm" else 0.0) if eta is None else float(eta)
         labels = self.labels_for_sampling(int(n), seed, labels)

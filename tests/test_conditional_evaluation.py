@@ -1,0 +1,76 @@
+"""Conditional evaluation: requested labels feed TSTR and the conditional accuracy (hand cases).
+
+A stub that answers each request with a real holdout_a record of the requested class must score
+the extractor's own accuracy on those records; one that ignores the request scores about 1/K.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from genlab import data, evaluation as E, params, reports
+from genlab.runs import RunFolder
+
+
+class _ClassCopier:
+    """A 'conditional generator' returning real records of the requested class (or ignoring it)."""
+
+    model_kind = "stub"
+
+    def __init__(self, x, y, obey: bool):
+        self.x, self.y, self.obey = torch.from_numpy(x), y, obey
+        self.n_classes = int(y.max()) + 1
+
+    def sample_labels(self, n, seed=None):
+        return torch.from_numpy(np.random.default_rng([seed, 1]).integers(0, self.n_classes, n))
+
+    def sample(self, n, seed=None, labels=None):
+        rng = np.random.default_rng([seed, 2])
+        want = labels.numpy() if self.obey else rng.integers(0, self.n_classes, n)
+        return self.x[[rng.choice(np.flatnonzero(self.y == k)) for k in want]]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    ds = data.load_dataset("digits")
+    spec = data.DataSpec.build(ds, seed=0)
+    run = RunFolder(tmp_path_factory.mktemp("run"))
+    spec.save(run.data_spec)
+    p = {**params.defaults("evaluate"), "n_draws": 3}
+    ctx = E.Context(run, ds, spec, None, "stub")
+    return ds, spec, run, p, E.make_extractor(ctx, p)
+
+
+def _evaluate(setup, obey):
+    ds, spec, run, p, ext = setup
+    a = spec.pool("holdout_a")
+    ctx = E.Context(run, ds, spec, _ClassCopier(ds.x[a], ds.y[a], obey), "stub")
+    return ctx, E.evaluate(ctx, ext, p)
+
+
+@pytest.mark.slow
+def test_obedient_generator_scores_the_extractors_accuracy(setup):
+    ds, spec, run, p, ext = setup
+    ctx, ev = _evaluate(setup, obey=True)
+    model, floor, base = ev.rows
+    rows, _ = E.candidates(ctx, ext, p)
+    c = rows[0]
+    assert c.label_source == "requested labels"
+    # by hand: the share of the served records the extractor assigns to the requested class
+    assert model["conditional_accuracy"] == pytest.approx(
+        float((c.proba.argmax(1) == c.labels).mean()), abs=0.05)
+    assert model["conditional_accuracy"] > 0.85 and floor["conditional_accuracy"] > 0.85
+    assert base["conditional_accuracy"] is None and base["conditional_accuracy_na_reason"]
+    per_class = [r["conditional_accuracy"] for r in ev.slices]
+    for k, acc in enumerate(per_class):
+        hits = c.proba[c.labels == k].argmax(1) == k
+        assert acc == pytest.approx(hits.mean())
+    h = reports.headline(E.headline(ev, ext, ctx))
+    assert h["conditional_accuracy_min_class"] == pytest.approx(min(per_class))
+    assert h["conditional_accuracy_real_vs_real"] == floor["conditional_accuracy"]
+
+
+@pytest.mark.slow
+def test_generator_ignoring_the_request_scores_chance(setup):
+    _, ev = _evaluate(setup, obey=False)
+    assert ev.rows[0]["conditional_accuracy"] == pytest.approx(0.1, abs=0.06)
