@@ -24,15 +24,17 @@ def pool(name: str) -> torch.Tensor:
     return torch.from_numpy(DS.x[SPEC.pool(name)])
 
 
-def train_ddpm(x: torch.Tensor, steps: int, *, seed: int = 0, timesteps: int = 100, **hp):
-    """A tiny U-Net DDPM trained full-batch on ``x`` in a plain loop (no Lightning per-epoch
-    cost): with 32 records, ~100 steps overfit it enough for the attack to see."""
+def train_ddpm(x: torch.Tensor, steps: int, *, y: torch.Tensor | None = None, seed: int = 0,
+               timesteps: int = 100, **hp):
+    """A tiny U-Net DDPM trained full-batch on ``x`` (labels ``y`` for a conditional one) by its
+    own ``training_step`` in a plain loop (no Lightning per-epoch cost): with 32 records, ~100
+    steps overfit it enough for the attack to see."""
     seed_everything(seed)
     model = build_model("ddpm", list(DS.data_shape), width=16, timesteps=timesteps, ema_decay=0.99, **hp)
     opt = torch.optim.Adam(model.net.parameters(), lr=2e-3)
+    batch = (x, torch.full((len(x),), -1) if y is None else y)
     for _ in range(steps):
-        t = torch.randint(0, model.timesteps, (len(x),))
-        loss = model._loss(model.net, x, t, torch.randn_like(x)).mean()
+        loss = model.training_step(batch, 0)
         opt.zero_grad()
         loss.backward()
         opt.step()
