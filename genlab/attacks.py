@@ -18,6 +18,12 @@ Families
   draws, standardised per timestep by the reference population's mean and standard deviation
   (the raw loss falls steeply with t, so unscaled the smallest t would drown the rest), and
   averaged over the timesteps; minus that, so lower loss = "member".
+- ``secmi`` (DDPM, white-box; SecMI, Duan et al. 2023): minus the t-error of a deterministic
+  DDIM round trip between t − k and t, t = ``SECMI_T`` · T, k = ``SECMI_K`` · T (the paper's
+  t_sec = 100 and k = 10 of T = 1000): carried to t − k by DDIM inversion, one step up and one
+  back; a record the denoiser has fitted comes back closer. No noise, so nothing to average.
+  Not universal: on a tiny DDPM overfit full-batch to 32 records, at t ≥ 0.3 T the t-error
+  ranks members *higher* (an AUC far below ½).
 - ``distance`` (black-box; GAN-Leaks full black-box, Chen et al. 2020): minus the distance to
   the closest of k generated samples. Works for any generator, including one that copies.
 - ``mc_ball`` (black-box; Hilprecht et al. 2019): the share of the k generated samples inside an
@@ -48,14 +54,16 @@ from scipy import stats
 from sklearn.decomposition import PCA
 
 from genlab.model_scores import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
-                                 is_conditional, timesteps_at)
+                                 is_conditional, secmi_t_errors, timesteps_at)
 
 __all__ = ["ATTACKS", "DENOISING_FRACTIONS", "Attacks", "fit_attacks", "available_attacks",
            "nn_distances", "flat", "lira_offline", "model_loss"]
 
-ATTACKS = ("elbo", "recon", "discriminator", "denoising", "distance", "mc_ball", "domias", "lira")
+ATTACKS = ("elbo", "recon", "discriminator", "denoising", "secmi", "distance", "mc_ball", "domias",
+           "lira")
 _MC_SEED = 7_331  # base seed of the ELBO's z / the denoising loss's ε draws (deterministic scores)
 DENOISING_FRACTIONS = (0.05, 0.1, 0.2, 0.3)  # the denoising attack's timesteps, as fractions of T
+SECMI_T, SECMI_K = 0.1, 0.01  # SecMI's timestep and interval, as fractions of T
 
 
 def flat(x) -> np.ndarray:
@@ -98,7 +106,7 @@ def available_attacks(model) -> list[str]:
     if hasattr(model, "discriminate"):
         names.append("discriminator")
     if hasattr(model, "denoising_loss"):
-        names.append("denoising")
+        names += ["denoising", "secmi"]
     return names + ["distance", "mc_ball", "domias"]
 
 
@@ -151,6 +159,12 @@ def _denoising(model, x, mc_samples: int, seed: int, labels=None) -> np.ndarray:
                             seed=_MC_SEED + 1000 * int(seed), labels=labels)
 
 
+def _secmi_steps(model) -> tuple[int, int]:
+    """SecMI's (t, k) for this model's T, at least one step each."""
+    k = max(1, round(SECMI_K * model.timesteps))
+    return min(max(round(SECMI_T * model.timesteps), k), model.timesteps - 1), k
+
+
 @dataclass
 class Attacks:
     """Fitted attacks; :meth:`score` applies all of them to any records."""
@@ -185,6 +199,8 @@ class Attacks:
         if "denoising" in self.names:
             mu, sd = self.denoising_ref
             out["denoising"] = -((_denoising(self.model, xt, self.mc_samples, self.seed, y) - mu) / sd).mean(1)
+        if "secmi" in self.names:
+            out["secmi"] = -secmi_t_errors(self.model, xt, *_secmi_steps(self.model), labels=y)
         d, _ = nn_distances(xf, self.generated, k=1)
         out["distance"] = -d[:, 0]
         d2 = ((xf * xf).sum(1)[:, None] + (self.generated ** 2).sum(1)[None, :]
@@ -229,6 +245,7 @@ def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int =
                             check_labels(model, reference_labels, len(ref_x)))
         denoising_ref = (losses.mean(0), np.maximum(losses.std(0), 1e-12))
         info["denoising_timesteps"] = timesteps_at(model, DENOISING_FRACTIONS)
+        info["secmi_t"], info["secmi_k"] = _secmi_steps(model)
     return Attacks(model=model, generated=g, names=names, ball_radius=radius, pca=pca,
                    kde_gen=kde_gen, kde_ref=kde_ref, mc_samples=mc_samples, seed=seed,
                    denoising_ref=denoising_ref, info=info)

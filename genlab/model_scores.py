@@ -6,6 +6,10 @@ white-box attacks (:mod:`genlab.attacks`) and the drift study's "score" represen
   chosen timesteps, averaged over seeded noise draws (:func:`denoising_losses`). Training lowers
   it on the training records, most visibly at small-to-mid t (Matsumoto et al. 2023); at t = T/2
   it measures how well the model explains a record at a coarse scale, a drift sensor.
+- DDPM, SecMI (Duan et al. 2023): the t-error of a deterministic round trip. The record is
+  carried to step t − k by DDIM inversion (deterministic, in steps of k), one DDIM step on to t
+  and one back; a denoiser that has fitted the record returns close to where it started
+  (:func:`secmi_t_errors`). No noise is drawn.
 - Class-conditional models (``n_classes > 0``) score a record with its label when it is given
   (the audit knows the labels of the records it scores) and *label-free* otherwise (production
   records in the drift study come without labels):
@@ -33,7 +37,7 @@ import torch
 
 from genlab.models._common import eval_no_grad
 
-__all__ = ["is_conditional", "check_labels", "timesteps_at", "denoising_losses", "cvae_neg_elbos",
+__all__ = ["is_conditional", "check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors", "cvae_neg_elbos",
            "cvae_marginal_neg_elbo", "gan_logit", "model_representations", "DRIFT_T_FRACTION"]
 
 DRIFT_T_FRACTION = 0.5  # the drift study's DDPM score: the denoising loss at t = T/2
@@ -88,6 +92,33 @@ def denoising_losses(model, x, timesteps: Sequence[int], *, draws: int, seed: in
             for j in range(int(draws)):
                 out[:, k] += model.denoising_loss(xt, int(t), _generator(seed, t, j), **kw).double().numpy()
     return out / int(draws)
+
+
+def secmi_t_errors(model, x, t: int, k: int, labels=None) -> np.ndarray:
+    """SecMI's t-error per record (float64): ``||x̃ − x_{t−k}||²`` (mean over dimensions), where
+    ``x_{t−k}`` is the record carried by deterministic DDIM inversion from level 0 to timestep
+    ``t − k`` in steps of ``k`` and ``x̃`` its image after one DDIM step up to ``t`` and one back
+    (SecMI's ``t_sec = t``, interval ``k``); all with the EMA denoiser (``labels``: the records'
+    classes; None: the null label). A constant ε̂ would make the round trip exact."""
+    if not 1 <= k <= t < model.timesteps:
+        raise ValueError(f"secmi: expected 1 <= k <= t < T={model.timesteps}, got t={t}, k={k}")
+    xt = _records(x)
+    y = check_labels(model, labels, len(xt))
+    if y is None and is_conditional(model):
+        y = torch.full((len(xt),), model.n_classes, dtype=torch.long)  # the null label
+    ab = model.alphas_cumprod.double()
+
+    def step(z, a, b):  # deterministic DDIM (η = 0) from timestep a to b
+        eps = model.guided_eps(z.float(), torch.full((len(z),), a, dtype=torch.long), y, 1.0).double()
+        x0 = (z - (1 - ab[a]).sqrt() * eps) / ab[a].sqrt()
+        return ab[b].sqrt() * x0 + (1 - ab[b]).sqrt() * eps
+
+    with eval_no_grad(model):
+        z = model.to_model_space(xt).double()  # a clean record, taken as level 0 (ab_0 ≈ 1)
+        for a in range(0, t - k, k):
+            z = step(z, a, min(a + k, t - k))
+        back = step(step(z, t - k, t), t, t - k)
+    return (back - z).pow(2).flatten(1).mean(1).numpy()
 
 
 def cvae_neg_elbos(model, x, *, draws: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The privacy audit for the DDPM: the white-box denoising attack (Matsumoto et al. 2023) finds
 the members of a deliberately overfit tiny DDPM and nothing between two non-member sets, its
-scores are deterministic, LiRA and the full audit run on a DDPM, and DP-SGD trains a DDPM's
+scores and SecMI's t-errors (Duan et al. 2023) are deterministic, LiRA and the full audit run on a DDPM, and DP-SGD trains a DDPM's
 denoiser (never its EMA copy) or refuses a layer Opacus cannot handle, naming the parameter."""
 
 import numpy as np
@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab import data, dp, params, privacy
 from genlab.attacks import DENOISING_FRACTIONS, available_attacks, fit_attacks, model_loss
-from genlab.model_scores import denoising_losses, timesteps_at
+from genlab.model_scores import denoising_losses, secmi_t_errors, timesteps_at
 from genlab.models import build_model
 from genlab.privacy_audit import run_audit
 from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
@@ -84,7 +84,7 @@ def test_denoising_scores_are_deterministic_and_leave_rng_and_mode(overfit):
 
 
 def test_unconditional_ddpm_ignores_labels_and_gets_only_its_attacks(overfit):
-    assert available_attacks(overfit) == ["denoising", "distance", "mc_ball", "domias"]
+    assert available_attacks(overfit) == ["denoising", "secmi", "distance", "mc_ball", "domias"]
     x = pool("holdout_a")[:6]
     y = torch.from_numpy(DS.y[SPEC.pool("holdout_a")][:6])
     np.testing.assert_array_equal(model_loss(overfit, x, mc_samples=2, labels=y),
@@ -95,12 +95,26 @@ def test_audit_runs_end_to_end_on_a_ddpm(tmp_path, overfit):
     p = _audit_params(n_audit=32, n_generated=40, mc_samples=2, ct_cells=3)
     audit = run_audit(overfit, DS, SPEC, tmp_path, p)
     rows = {r["attack"]: r for r in audit.attacks}
-    assert set(rows) == {"denoising", "distance", "mc_ball", "domias"}
+    assert set(rows) == {"denoising", "secmi", "distance", "mc_ball", "domias"}
     assert set(rows["denoising"]) == set(rows["distance"])
     n = audit.numbers
     assert n["mia_auc_denoising"] == rows["denoising"]["auc"] > 0.7
     assert n["mia_best_attack"] == "denoising" and n["privacy_verdict"] in ("elevated", "high")
-    assert audit.tables["attack_fit"]["denoising_timesteps"] == [5, 10, 20, 30]
+    fit_info = audit.tables["attack_fit"]
+    assert fit_info["denoising_timesteps"] == [5, 10, 20, 30]
+    assert (fit_info["secmi_t"], fit_info["secmi_k"]) == (10, 1)
+
+
+def test_secmi_round_trip_is_exact_for_a_constant_denoiser_and_deterministic(overfit):
+    x = pool("holdout_a")[:8]
+    untrained = build_model("ddpm", list(DS.data_shape), width=8, timesteps=100)  # ε̂ ≡ 0 at init
+    assert np.abs(secmi_t_errors(untrained, x, 10, 1)).max() < 1e-20
+    rng = torch.get_rng_state()
+    a, b = secmi_t_errors(overfit, x, 10, 1), secmi_t_errors(overfit, x.numpy(), 10, 1)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert a.shape == (8,) and (a > 0).all() and np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"1 <= k <= t < T=100"):
+        secmi_t_errors(overfit, x, 100, 1)
 
 
 def test_lira_shadows_of_a_ddpm(tmp_path):
