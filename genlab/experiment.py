@@ -20,13 +20,6 @@ from genlab.runs import RunFolder
 from genlab.training import FitResult, TrainConfig, fit
 
 
-# Parameters that only some models read; a non-default value for another model is a mistake
-# worth a clear message rather than a silently ignored setting.
-MODEL_ONLY = {
-    "latent_dim": ("vae", "gan"), "depth": ("vae", "gan"),
-    "timesteps": ("ddpm",), "schedule": ("ddpm",), "ema_decay": ("ddpm",),
-    "sampler": ("ddpm",), "sampling_steps": ("ddpm",), "guidance_scale": ("ddpm",),
-}
 DEFAULT_EPOCHS = {"vae": 100, "gan": 100, "ddpm": 200}
 
 
@@ -35,18 +28,10 @@ def resolve_params(p: Mapping[str, Any], ds: Dataset) -> dict[str, Any]:
 
     ``max_epochs=None`` becomes the model's default epochs (so the run's headline records the
     number trained). Raises :class:`~genlab.params.ParameterError` naming the parameter for a
-    setting the chosen model does not read, a conditional model on unlabelled data, and
-    canaries (unlabelled crafted records) with a conditional model.
+    setting the chosen model does not read (:func:`genlab.params.check_train`), a conditional
+    model on unlabelled data, and canaries (unlabelled crafted records) with a conditional model.
     """
-    defaults = params.defaults("train")
-    for name, kinds in MODEL_ONLY.items():
-        if p[name] != defaults[name] and p["model"] not in kinds:
-            raise params.ParameterError(
-                f"parameter '{name}' applies to model {' / '.join(kinds)} only, got {name}={p[name]!r} "
-                f"with model={p['model']!r}")
-    if p["guidance_scale"] != defaults["guidance_scale"] and not p["conditional"]:
-        raise params.ParameterError(
-            f"parameter 'guidance_scale' applies to conditional=True only, got {p['guidance_scale']!r}")
+    params.check_train(p)
     if p["conditional"]:
         if ds.n_classes is None or ds.n_classes < 2:
             raise params.ParameterError(

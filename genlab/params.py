@@ -136,6 +136,28 @@ TRAIN = _COMMON + [
 
 NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
 
+# Training parameters that only some models read: a non-default value with another model is a
+# mistake worth a message before anything runs, not a silently ignored setting.
+MODEL_ONLY = {
+    "latent_dim": ("vae", "gan"), "depth": ("vae", "gan"),
+    "timesteps": ("ddpm",), "schedule": ("ddpm",), "ema_decay": ("ddpm",),
+    "sampler": ("ddpm",), "sampling_steps": ("ddpm",), "guidance_scale": ("ddpm",),
+}
+_TRAIN_DEFAULTS = {p.name: p.default for p in TRAIN}
+
+
+def check_train(p: Mapping[str, Any]) -> None:
+    """Cross-parameter checks of 01_train's (validated) parameters that need no data."""
+    for name, kinds in MODEL_ONLY.items():
+        if p[name] != _TRAIN_DEFAULTS[name] and p["model"] not in kinds:
+            raise ParameterError(
+                f"parameter '{name}' applies to model {' / '.join(kinds)} only, got {name}={p[name]!r} "
+                f"with model={p['model']!r}")
+    if p["guidance_scale"] != _TRAIN_DEFAULTS["guidance_scale"] and not p["conditional"]:
+        raise ParameterError(
+            f"parameter 'guidance_scale' applies to conditional=True only, got {p['guidance_scale']!r}")
+
+
 PRIVACY_AUDIT = _COMMON + [
     Param("n_audit", None, int, "scored members and as many holdout_a non-members; None = the "
           "smaller pool's size", low=4, optional=True),

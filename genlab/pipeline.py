@@ -103,6 +103,8 @@ def plan_run(values: Mapping[str, Any], *, only: list[str] | None = None,
     for short in selected:
         mine = {k: v for k, v in values.items() if k in specs[short]}
         checked = P.validate(short, {**mine, "run_dir": rel}, partial=True)
+        if short == "train":
+            P.check_train(checked)
         # Inject what the user gave (and run_dir); the rest stays as the notebook writes it.
         plan.steps.append(Step(short, NOTEBOOKS[short], found[short],
                                {k: checked[k] for k in (*mine, "run_dir")}))

@@ -44,13 +44,14 @@ def train(p: dict, final: Path, num_nodes: int) -> dict:
     run = RunFolder(final)
     ds = data.load_dataset(resolve_input(p["dataset"]))
     data.assert_quality(data.quality_checks(ds))
+    p = experiment.resolve_params(p, ds)
     spec = data.DataSpec.build(ds, seed=p["seed"], val_frac=p["val_frac"],
                                holdout_a_frac=p["holdout_a_frac"],
                                holdout_b_frac=p["holdout_b_frac"], n_train=p["n_train"])
     if _rank() == 0:
         spec.save(run.data_spec)
     training.seed_everything(p["seed"])
-    model = experiment.model_from_params(p, ds.data_shape)
+    model = experiment.model_from_params(p, ds.data_shape, ds.n_classes)
     if p["init_from"]:
         training.init_from_checkpoint(model, resolve_input(p["init_from"]))
     dm = experiment.datamodule(ds, spec, run, p)
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_nodes < 1:
             raise P.ParameterError(f"--num-nodes: expected an int ≥ 1, got {args.num_nodes}")
         p = P.validate("train", {**values, "run_dir": "."}, partial=True)
+        P.check_train(p)
     except P.ParameterError as exc:
         print(f"genlab.train: error: {exc}", file=sys.stderr)
         return 2

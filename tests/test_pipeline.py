@@ -20,6 +20,7 @@ def genlab(*args, reports):
     (["-p", "max_epochs=0"], "parameter 'max_epochs': expected int in [1, 100000] or None, got 0"),
     (["-p", "max_epoch=3"], "unknown parameter(s) ['max_epoch']"),
     (["-p", "model=flow"], "parameter 'model'"),
+    (["-p", "timesteps=100"], "parameter 'timesteps' applies to model ddpm only"),
     (["--only", "nope"], "--only: unknown notebook 'nope'"),
     (["-p", "run_dir=x"], "use --name"),
     (["-f", "missing.yaml"], "-f missing.yaml: file not found"),
