@@ -198,7 +198,8 @@ class Attacks:
             out["discriminator"] = gan_logit(self.model, xt, y)
         if "denoising" in self.names:
             mu, sd = self.denoising_ref
-            out["denoising"] = -((_denoising(self.model, xt, self.mc_samples, self.seed, y) - mu) / sd).mean(1)
+            losses = _denoising(self.model, xt, self.mc_samples, self.seed, y)
+            out["denoising"] = -((losses - mu) / sd).mean(1)
         if "secmi" in self.names:
             out["secmi"] = -secmi_t_errors(self.model, xt, *_secmi_steps(self.model), labels=y)
         d, _ = nn_distances(xf, self.generated, k=1)

@@ -37,8 +37,9 @@ import torch
 
 from genlab.models._common import eval_no_grad
 
-__all__ = ["is_conditional", "check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors", "cvae_neg_elbos",
-           "cvae_marginal_neg_elbo", "gan_logit", "model_representations", "DRIFT_T_FRACTION"]
+__all__ = ["is_conditional", "check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
+           "cvae_neg_elbos", "cvae_marginal_neg_elbo", "gan_logit", "model_representations",
+           "DRIFT_T_FRACTION"]
 
 DRIFT_T_FRACTION = 0.5  # the drift study's DDPM score: the denoising loss at t = T/2
 DRIFT_DRAWS = 4  # noise / z draws averaged per record by the drift study's score
@@ -68,7 +69,8 @@ def _records(x) -> torch.Tensor:
 
 
 def _generator(*key: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0]))
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def timesteps_at(model, fractions: Sequence[float]) -> list[int]:
@@ -185,8 +187,8 @@ def model_representations(model) -> dict[str, Callable[[np.ndarray], np.ndarray]
             gen = torch.Generator().manual_seed(_SCORE_SEED)
             with torch.no_grad():
                 t = _records(x)
-                return torch.stack([model.neg_elbo(t, gen) for _ in range(DRIFT_DRAWS)]).mean(0
-                                                                                          ).double().numpy()[:, None]
+                draws = torch.stack([model.neg_elbo(t, gen) for _ in range(DRIFT_DRAWS)])
+                return draws.mean(0).double().numpy()[:, None]
         reps.update(latent=latent, score=score)
     elif kind == "vae":
         def latent(x):

@@ -1,7 +1,8 @@
 """The privacy audit for the DDPM: the white-box denoising attack (Matsumoto et al. 2023) finds
 the members of a deliberately overfit tiny DDPM and nothing between two non-member sets, its
-scores and SecMI's t-errors (Duan et al. 2023) are deterministic, LiRA and the full audit run on a DDPM, and DP-SGD trains a DDPM's
-denoiser (never its EMA copy) or refuses a layer Opacus cannot handle, naming the parameter."""
+scores and SecMI's t-errors (Duan et al. 2023) are deterministic, LiRA and the full audit run
+on a DDPM, and DP-SGD trains a DDPM's denoiser (never its EMA copy) or refuses a layer Opacus
+cannot handle, naming the parameter."""
 
 import numpy as np
 import pytest
