@@ -122,7 +122,8 @@ TRAIN = _COMMON + [
     Param("devices", 1, (int, str), "Lightning devices (a count or 'auto')"),
     Param("precision", "32-true", str, "Lightning precision (32-true, bf16-mixed, ...)"),
     Param("strategy", "auto", str, "Lightning strategy (auto, ddp_notebook, ...)"),
-    Param("dp", False, bool, "train with DP-SGD (Opacus, Poisson sampling; VAE on images)"),
+    Param("dp", False, bool, "train with DP-SGD (Opacus, Poisson sampling; the VAE on images, "
+          "the GAN's discriminator, the DDPM's denoiser)"),
     Param("target_epsilon", 8.0, float, "DP: ε the noise is calibrated to reach after max_epochs",
           low=0.01, high=1000.0),
     Param("target_delta", 1e-5, float, "DP: δ of the guarantee (well below 1/n)", low=1e-12,
