@@ -16,6 +16,15 @@ Prints one JSON object: per model the overall and per-class accuracy, the worst 
 training seconds and the settings (epochs, architecture, guidance scale and sampler for the DDPM).
 Single process; ``--threads`` intra-op threads (1 is fastest for these small networks on a loaded
 machine).
+
+Measured 2026-11-28 (1 thread, a 2-core machine shared with other jobs, load ~4-7; classifier
+accuracy on real holdout records 0.967; 100 samples per class):
+
+    model  epochs  train s  accuracy  worst class
+    vae    100       18     1.000     1.00 (all)
+    gan    150       50     0.956     0.82 (8)      100 epochs: 0.929, worst 0.62 (9)
+    ddpm   100      287     0.994     0.98 (2)      w=2, DDIM-50; w=1: 0.888, worst 0.82 (3)
+    ddpm   200      561     0.997     0.99 (2)      w=0: 0.106 (label ignored), 1: 0.938, 3 and 4: 1.000
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
 DEFAULTS = {
     "vae": (100, {"arch": "mlp"}),
     "gan": (150, {"arch": "mlp"}),
-    "ddpm": (200, {"arch": "unet"}),
+    "ddpm": (100, {"arch": "unet"}),
 }
 DDIM_STEPS = 50  # the deterministic DDIM sampler in 50 steps, the reports' DDPM sampler
 
