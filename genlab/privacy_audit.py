@@ -114,16 +114,17 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
     reasons = []
     if share >= p["verdict_share_high"]:
         # the samples are not independent: the share counts only when they sit by enough
-        # distinct records and its record-level (cluster bootstrap) CI is clear of 50 %
+        # distinct records (few: one coin flip each, a barely trained model repeating itself)
+        # and its record-level (cluster bootstrap) CI is clear of 50 %. The notes stay short:
+        # with every elevated reason they must fit the headline's 200 characters.
         k, k_min = n.get("dcr_n_distinct_nearest"), p["verdict_min_distinct_nearest"]
         s_lo = n.get("dcr_share_closer_to_members_ci_low")
         if k is not None and k < k_min:
-            reasons.append(f"{share:.1%} of samples closer to members not counted: they are "
-                           f"nearest to only {k} distinct record(s) (< {k_min}), one coin flip "
-                           f"each (a barely trained model repeating itself?)")
+            reasons.append(f"{share:.1%} closer to members not counted: only {k} distinct "
+                           f"record(s) nearest (< {k_min})")
         elif s_lo is not None and s_lo <= 0.5:
-            reasons.append(f"{share:.1%} of samples closer to members not counted: record-level "
-                           f"CI low {s_lo:.3f} <= 0.5 ({k} distinct nearest records)")
+            reasons.append(f"{share:.1%} closer to members not counted: record-level CI low "
+                           f"{s_lo:.3f} <= 0.5 ({k} records)")
         else:
             return "high", (f"{share:.1%} of samples closer to members >= "
                             f"{p['verdict_share_high']:.0%} (nearest to {k} distinct records, "

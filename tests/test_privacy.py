@@ -188,3 +188,19 @@ def test_dcr_record_share_half_members_half_holdout_blobs():
     assert m["dcr_n_distinct_nearest"] == 40 and m["dcr_n_distinct_nearest_members"] == 30
     lo, hi = m["dcr_share_closer_to_members_ci_low"], m["dcr_share_closer_to_members_ci_high"]
     assert 0.5 < lo < m["dcr_share_closer_to_members"] < hi < 1.0 and hi - lo > 0.15
+
+
+def test_verdict_reason_fits_a_headline_string_with_every_reason_and_note():
+    """The reason goes into the headline JSON, whose strings are capped: the longest combination
+    (every elevated reason plus a DCR note) must fit."""
+    from genlab import params
+    from genlab.privacy_audit import _verdict
+    from genlab.reports import MAX_TEXT
+    p = params.defaults("privacy_audit")
+    base = dict(mia_auc_max=0.6123, mia_auc_max_ci_low=0.5612, dcr_share_closer_to_members=0.9987,
+                data_copying_ct=-13.4567, epsilon_lower_bound=12.3456)
+    for extra in (dict(dcr_n_distinct_nearest=29), dict(dcr_n_distinct_nearest=1234,
+                                                        dcr_share_closer_to_members_ci_low=0.4999)):
+        verdict, reason = _verdict({**base, **extra}, p)
+        assert verdict == "elevated" and "not counted" in reason and reason.count(";") == 3
+        assert len(reason) <= MAX_TEXT, len(reason)
