@@ -124,7 +124,7 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
                            f"record(s) nearest (< {k_min})")
         elif s_lo is not None and s_lo <= 0.5:
             reasons.append(f"{share:.1%} closer to members not counted: record-level CI low "
-                           f"{s_lo:.3f} <= 0.5 ({k} records)")
+                           f"{s_lo:.3f} <= 0.5")
         else:
             return "high", (f"{share:.1%} of samples closer to members >= "
                             f"{p['verdict_share_high']:.0%} (nearest to {k} distinct records, "
