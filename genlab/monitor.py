@@ -14,7 +14,8 @@ Monitors:
 - windowed MMD²: the last `window` records against a fixed reference set (Gaussian kernel),
   MMD² up to its constant reference-reference term;
 - two-sided CUSUM and Page–Hinkley on a standardised per-record score (the generative model's
-  negative ELBO or discriminator logit): the model itself as the drift sensor.
+  negative ELBO, discriminator logit or denoising loss at T/2, see
+  :func:`genlab.model_scores.model_representations`): the model itself as the drift sensor.
 """
 
 from __future__ import annotations
