@@ -90,7 +90,8 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
     return out
 
 
-def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any], labels: np.ndarray | None = None):
+def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any],
+              labels: np.ndarray | None = None):
     """Fine-tune a copy of the run's model on `x` (with class `labels` for a conditional model,
     whose class prior becomes their shares) for `retrain_epochs` epochs (seeded, deterministic)
     into `artifacts/drift_retrain/`; returns the new model in eval mode."""
