@@ -24,6 +24,16 @@ SMALL = {"vae": dict(width=32, depth=1, latent_dim=4), "gan": dict(width=32, dep
 DIGITS = (1, 8, 8)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the trainings: these tiny networks run 5-10x slower with two
+    threads on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(kind, shape=DIGITS, n_classes=3, **kw):
     seed_everything(0)
     return build_model(kind, list(shape), n_classes=n_classes, **{**SMALL[kind], **kw})
@@ -201,7 +211,7 @@ def digits():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fit_and_checkpoint_roundtrip(kind, digits, tmp_path):
+def test_fit_and_checkpoint_roundtrip(kind, digits, tmp_path, one_thread):
     """A short real fit on labelled data; the checkpoint reloads (weights_only) with its n_classes,
     class prior and weights, and samples exactly as the trained model."""
     m = _model(kind)
@@ -292,7 +302,7 @@ def test_dp_per_sample_gradients_see_labels(kind):
 
 
 @pytest.mark.slow
-def test_dp_conditional_vae_fits(digits, tmp_path):
+def test_dp_conditional_vae_fits(digits, tmp_path, one_thread):
     """DP-SGD training of a conditional VAE runs end to end on the Poisson loader Opacus returns."""
     from genlab import dp
 
@@ -324,7 +334,7 @@ def _two_blobs(n=1024):
     ("gan", 10, {"width": 64, "latent_dim": 2, "lr_g": 1e-3, "lr_d": 1e-3}),
     ("ddpm", 40, {"width": 64, "timesteps": 50}),
 ])
-def test_conditioning_is_learnt_on_two_blobs(kind, epochs, kw):
+def test_conditioning_is_learnt_on_two_blobs(kind, epochs, kw, one_thread):
     """A label-blind model would put half of each label's samples on the wrong side."""
     x, y = _two_blobs()
     seed_everything(0)
