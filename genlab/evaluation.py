@@ -308,12 +308,17 @@ def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) 
 
 
 def likelihood(ctx: Context, p: Mapping[str, Any]) -> dict[str, float]:
-    """Mean −ELBO and IW-NLL on members vs holdout_a, and their gap (holdout − members)."""
+    """Mean −ELBO and IW-NLL on members vs holdout_a, and their gap (holdout − members).
+
+    For a conditional VAE the bounds are on −log p(x|y), each record with its true label."""
     out: dict[str, float] = {}
     vals = {}
+    conditional = getattr(ctx.model, "n_classes", 0) > 0
     for pool in ("members", "holdout_a"):
-        x = torch.from_numpy(ctx.ds.x[ctx.spec.pool(pool)])
-        vals[pool] = U.vae_bounds(ctx.model, x, k=p["iw_samples"], seed=p["seed"])
+        idx = ctx.spec.pool(pool)
+        labels = torch.from_numpy(ctx.ds.y[idx]) if conditional else None
+        vals[pool] = U.vae_bounds(ctx.model, torch.from_numpy(ctx.ds.x[idx]), labels=labels,
+                                  k=p["iw_samples"], seed=p["seed"])
     for key in ("neg_elbo", "iw_nll"):
         out[f"{key}_members"] = float(vals["members"][key].mean())
         out[f"{key}_holdout"] = float(vals["holdout_a"][key].mean())

@@ -121,15 +121,19 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- likelihood
-def vae_bounds(model, x, *, k: int = 64, seed: int = 0, batch: int = 256) -> dict[str, np.ndarray]:
+def vae_bounds(model, x, *, labels=None, k: int = 64, seed: int = 0, batch: int = 256
+               ) -> dict[str, np.ndarray]:
     """Per-record negative ELBO (mean over k posterior draws) and IW-NLL bound (k draws), nats.
 
     log wᵢ = log p(x|zᵢ) + log p(zᵢ) − log q(zᵢ|x); −ELBO ≈ −mean log wᵢ and
-    NLL ≤ −log mean exp(log wᵢ). Draws from a private generator: same seed, same numbers."""
+    NLL ≤ −log mean exp(log wᵢ). A conditional VAE (CVAE) needs the records' ``labels`` and
+    bounds −log p(x|y) (encoder and decoder given y). Draws from a private generator: same seed,
+    same numbers."""
     if getattr(model, "model_kind", None) != "vae":
         raise MetricInputError("likelihood bounds need a VAE checkpoint, got model kind "
                                f"{getattr(model, 'model_kind', type(model).__name__)!r}")
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32))
+    y = None if labels is None else torch.as_tensor(labels)
     gen = torch.Generator().manual_seed(seed)
     log2pi = math.log(2 * math.pi)
     elbo, iw = [], []
@@ -137,12 +141,13 @@ def vae_bounds(model, x, *, k: int = 64, seed: int = 0, batch: int = 256) -> dic
     with torch.no_grad():
         for i in range(0, len(t), batch):
             xb = t[i:i + batch]
-            mu, logvar = model.encode(xb)
+            yb = None if y is None else y[i:i + batch]
+            mu, logvar = model.encode(xb, labels=yb)
             std = torch.exp(0.5 * logvar)
             eps = torch.randn((k, *mu.shape), generator=gen).to(mu.dtype)
             z = mu + std * eps  # k×B×L
             flat = z.reshape(-1, z.shape[-1])
-            out = model._decode_raw(flat)
+            out = model._decode_raw(flat, labels=None if yb is None else yb.repeat(k))
             rep = xb.unsqueeze(0).expand(k, *xb.shape).reshape(-1, *xb.shape[1:])
             log_px = -model._nll(out, rep).reshape(k, -1)
             log_pz = -0.5 * (z.pow(2) + log2pi).sum(-1)
