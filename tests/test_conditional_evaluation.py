@@ -93,3 +93,30 @@ def test_cvae_likelihood_bounds_condition_on_the_true_labels():
     assert not np.allclose(b["neg_elbo"], U.vae_bounds(m, x, labels=(y + 1) % 10, k=8, seed=1)["neg_elbo"])
     with pytest.raises(ValueError, match="labels"):
         U.vae_bounds(m, x, k=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["vae", "gan", "ddpm"])
+def test_every_conditional_model_evaluates_from_its_checkpoint(tmp_path, setup, kind):
+    """load_context → evaluate → headline on a real (untrained) conditional checkpoint of each kind."""
+    import lightning as L
+
+    from genlab.models import build_model
+    from genlab.training import seed_everything
+
+    ds, spec, _, p, ext = setup
+    run = RunFolder(tmp_path / kind)
+    spec.save(run.data_spec)
+    seed_everything(0)
+    hp = {"timesteps": 20, "sampling_steps": 4, "width": 8} if kind == "ddpm" else {"width": 32}
+    model = build_model(kind, list(ds.data_shape), n_classes=10, **hp)
+    trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(run.model_ckpt, weights_only=True)
+    ctx = E.load_context({**p, "run_dir": str(run.path)})
+    assert ctx.model.n_classes == 10
+    ev = E.evaluate(ctx, ext, {**p, "n_samples": 50})
+    h = reports.headline(E.headline(ev, ext, ctx))
+    assert 0 <= h["conditional_accuracy"] <= 1 and h["tstr_accuracy"] is not None
+    if kind == "vae":
+        assert h["iw_nll_members"] <= h["neg_elbo_members"]
