@@ -109,7 +109,9 @@ def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
           resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
     cfg = train_config(p, num_nodes)
-    if getattr(model, "n_classes", 0):  # labels of unlabelled samples follow the members' shares
+    if getattr(model, "n_classes", 0) and not p.get("dp"):
+        # labels of unlabelled requests follow the members' class shares; under DP the prior stays
+        # uniform: the members' label counts would be a release the accountant does not cover
         model.set_class_prior(np.bincount(dm.ds.y[dm.spec.pool("members")], minlength=model.n_classes))
     if p.get("dp"):
         state = dp_mod.make_private(

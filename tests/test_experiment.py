@@ -56,3 +56,19 @@ def test_conditional_model_gets_the_datas_classes():
     assert m.hparams.guidance_scale == 3.5
     with pytest.raises(ValueError, match="needs n_classes"):
         experiment.model_from_params(_p(conditional=True), DIGITS.data_shape)
+
+
+def test_class_prior_is_the_members_shares_except_under_dp(tmp_path):
+    import numpy as np
+
+    from genlab.runs import RunFolder
+
+    ds = data.Dataset("skewed", "test", DIGITS.x[:300], np.repeat([0, 1, 2], [200, 50, 50]))
+    spec = data.DataSpec.build(ds, seed=0)
+    members = np.bincount(ds.y[spec.pool("members")], minlength=3)
+    for dp, expected in ((False, members / members.sum()), (True, np.full(3, 1 / 3))):
+        p = experiment.resolve_params(_p(conditional=True, max_epochs=1, width=8, dp=dp), ds)
+        model = experiment.model_from_params(p, ds.data_shape, ds.n_classes)
+        run = RunFolder(tmp_path / f"dp{dp}")
+        experiment.train(model, experiment.datamodule(ds, spec, run, p), run, p)
+        assert np.allclose(model.class_prior.numpy(), expected), dp
