@@ -44,7 +44,7 @@ def cvae():
     return model.eval()
 
 
-def test_conditional_ddpm_scores_use_true_labels_else_the_null_label(cddpm):
+def test_conditional_ddpm_scores_use_true_labels_else_are_label_free(cddpm):
     x, y = pool("members")[:16], labels("members")[:16]
     fitted = fit_attacks(cddpm, pool("holdout_a")[:20], pool("holdout_b")[:60], mc_samples=2,
                          reference_labels=labels("holdout_b")[:60])
