@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep(args)
     if args.command == "golden":
         found = available_notebooks()
+        unknown = [short for short in args.only if short not in found]
+        if unknown:
+            print(f"genlab golden: unknown notebook(s) {unknown}; expected names from {list(found)}",
+                  file=sys.stderr)
+            return 2
         for short in args.only or list(found):
             print(f"golden: {found[short]}")
             refresh_golden(found[short])

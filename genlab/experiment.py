@@ -20,14 +20,10 @@ from genlab.runs import RunFolder
 from genlab.training import FitResult, TrainConfig, fit
 
 
-DEFAULT_EPOCHS = {"vae": 100, "gan": 100, "ddpm": 200}
+def check_params(p: Mapping[str, Any], ds: Dataset) -> None:
+    """Check the training parameters against each other and the data.
 
-
-def resolve_params(p: Mapping[str, Any], ds: Dataset) -> dict[str, Any]:
-    """Check the training parameters against each other and the data; fill model defaults.
-
-    ``max_epochs=None`` becomes the model's default epochs (so the run's headline records the
-    number trained). Raises :class:`~genlab.params.ParameterError` naming the parameter for a
+    Raises :class:`~genlab.params.ParameterError` naming the parameter for a
     setting the chosen model does not read (:func:`genlab.params.check_train`), a conditional
     model on unlabelled data, and canaries (unlabelled crafted records) with a conditional model.
     """
@@ -41,7 +37,6 @@ def resolve_params(p: Mapping[str, Any], ds: Dataset) -> dict[str, Any]:
             raise params.ParameterError(
                 f"parameter 'canaries': canaries are unlabelled crafted records, which a conditional model "
                 f"cannot train on; got canaries={p['canaries']} with conditional=True")
-    return {**p, "max_epochs": p["max_epochs"] or DEFAULT_EPOCHS[p["model"]]}
 
 
 def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = None) -> Any:
@@ -71,7 +66,7 @@ def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = 
 
 def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
-        max_epochs=p["max_epochs"] or DEFAULT_EPOCHS[p["model"]], batch_size=p["batch_size"],
+        max_epochs=p["max_epochs"], batch_size=p["batch_size"],
         seed=p["seed"], accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
         strategy=p["strategy"], early_stopping_patience=p["early_stopping_patience"],
         num_nodes=num_nodes,

@@ -92,8 +92,7 @@ TRAIN = _COMMON + [
     Param("width", None, int, "hidden width (MLP units / conv base channels); None = the "
           "model's default (VAE/GAN 256, DDPM U-Net 32 / MLP 256)", low=4, high=4096, optional=True),
     Param("depth", 2, int, "VAE/GAN: hidden layers / conv blocks", low=1, high=8),
-    Param("max_epochs", None, int, "training epochs; None = the model's default (VAE and GAN "
-          "100, DDPM 200)", low=1, high=100_000, optional=True),
+    Param("max_epochs", 100, int, "training epochs", low=1, high=100_000),
     Param("batch_size", 64, int, "mini-batch size", low=1, high=65_536),
     Param("lr", None, float, "learning rate; None = the model's default", low=1e-7, high=1.0,
           optional=True),
@@ -164,7 +163,8 @@ PRIVACY_AUDIT = _COMMON + [
           "smaller pool's size", low=4, optional=True),
     Param("n_generated", 2000, int, "generated samples for the black-box and memorisation tests",
           low=10, high=1_000_000),
-    Param("mc_samples", 8, int, "ELBO attack: Monte-Carlo draws of z per record", low=1, high=1000),
+    Param("mc_samples", 8, int, "ELBO / denoising attacks: Monte-Carlo draws of z or ε per "
+          "record", low=1, high=1000),
     Param("domias_dims", 5, int, "DOMIAS: PCA dimensions of the density estimates", low=1, high=64),
     Param("ball_quantile", 0.1, float, "MC ε-ball attack: radius = this quantile of the reference "
           "records' distances to their nearest sample", low=1e-4, high=0.9999),

@@ -44,7 +44,7 @@ def train(p: dict, final: Path, num_nodes: int) -> dict:
     run = RunFolder(final)
     ds = data.load_dataset(resolve_input(p["dataset"]))
     data.assert_quality(data.quality_checks(ds))
-    p = experiment.resolve_params(p, ds)
+    experiment.check_params(p, ds)
     spec = data.DataSpec.build(ds, seed=p["seed"], val_frac=p["val_frac"],
                                holdout_a_frac=p["holdout_a_frac"],
                                holdout_b_frac=p["holdout_b_frac"], n_train=p["n_train"])

@@ -12,12 +12,6 @@ def _p(**kw):
     return params.validate("train", kw, partial=True)
 
 
-def test_max_epochs_none_takes_the_models_default():
-    for model, epochs in experiment.DEFAULT_EPOCHS.items():
-        assert experiment.resolve_params(_p(model=model), DIGITS)["max_epochs"] == epochs
-    assert experiment.resolve_params(_p(model="ddpm", max_epochs=7), DIGITS)["max_epochs"] == 7
-
-
 @pytest.mark.parametrize("kw, fragment", [
     ({"model": "vae", "timesteps": 100}, "'timesteps' applies to model ddpm only"),
     ({"model": "ddpm", "latent_dim": 8}, "'latent_dim' applies to model vae / gan only"),
@@ -26,13 +20,13 @@ def test_max_epochs_none_takes_the_models_default():
 ])
 def test_settings_the_model_ignores_are_refused(kw, fragment):
     with pytest.raises(ParameterError, match=fragment):
-        experiment.resolve_params(_p(**kw), DIGITS)
+        experiment.check_params(_p(**kw), DIGITS)
 
 
 def test_conditional_needs_labels():
     unlabelled = data.Dataset("blobs", "test", DIGITS.x[:50], None)
     with pytest.raises(ParameterError, match="'conditional'.*labelled.*'blobs' has no labels"):
-        experiment.resolve_params(_p(conditional=True), unlabelled)
+        experiment.check_params(_p(conditional=True), unlabelled)
 
 
 def test_model_from_params_maps_arch_width_and_ddpm_settings():
@@ -67,7 +61,8 @@ def test_class_prior_is_the_members_shares_except_under_dp(tmp_path):
     spec = data.DataSpec.build(ds, seed=0)
     members = np.bincount(ds.y[spec.pool("members")], minlength=3)
     for dp, expected in ((False, members / members.sum()), (True, np.full(3, 1 / 3))):
-        p = experiment.resolve_params(_p(conditional=True, max_epochs=1, width=8, dp=dp), ds)
+        p = _p(conditional=True, max_epochs=1, width=8, dp=dp)
+        experiment.check_params(p, ds)
         model = experiment.model_from_params(p, ds.data_shape, ds.n_classes)
         run = RunFolder(tmp_path / f"dp{dp}")
         experiment.train(model, experiment.datamodule(ds, spec, run, p), run, p)

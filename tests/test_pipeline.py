@@ -17,7 +17,7 @@ def genlab(*args, reports):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["-p", "max_epochs=0"], "parameter 'max_epochs': expected int in [1, 100000] or None, got 0"),
+    (["-p", "max_epochs=0"], "parameter 'max_epochs': expected int in [1, 100000], got 0"),
     (["-p", "max_epoch=3"], "unknown parameter(s) ['max_epoch']"),
     (["-p", "model=flow"], "parameter 'model'"),
     (["-p", "timesteps=100"], "parameter 'timesteps' applies to model ddpm only"),
