@@ -120,3 +120,20 @@ def test_every_conditional_model_evaluates_from_its_checkpoint(tmp_path, setup, 
     assert 0 <= h["conditional_accuracy"] <= 1 and h["tstr_accuracy"] is not None
     if kind == "vae":
         assert h["iw_nll_members"] <= h["neg_elbo_members"]
+
+
+def test_class_sample_grid_has_one_labelled_row_per_class_and_a_scatter_for_flat_data():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from genlab import plots
+    from genlab.models import build_model
+
+    torch.manual_seed(0)
+    names = ["a", "b", "c"]
+    img = plots.class_samples(build_model("vae", [1, 8, 8], n_classes=3, width=16), names, per_class=4)
+    assert len(img.axes) == 12
+    assert [t.get_text() for ax in img.axes[::4] for t in ax.texts] == names
+    flat = plots.class_samples(build_model("vae", [2], n_classes=3, width=16), names, per_class=20)
+    (ax,) = flat.axes
+    assert [len(c.get_offsets()) for c in ax.collections] == [20, 20, 20]
