@@ -54,7 +54,8 @@ from scipy import stats
 from sklearn.decomposition import PCA
 
 from genlab.model_scores import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
-                                 is_conditional, secmi_t_errors, timesteps_at)
+                                 secmi_t_errors, timesteps_at)
+from genlab.models import is_conditional
 
 __all__ = ["ATTACKS", "DENOISING_FRACTIONS", "Attacks", "fit_attacks", "available_attacks",
            "nn_distances", "flat", "lira_offline", "model_loss"]

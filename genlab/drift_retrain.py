@@ -22,7 +22,8 @@ import torch
 
 from genlab import drift, training
 from genlab.drift_study import Representation, run_test, single_threaded, tests_for
-from genlab.model_scores import is_conditional, model_representations
+from genlab.model_scores import model_representations
+from genlab.models import is_conditional
 from genlab.models import load_model
 from genlab.runs import RunFolder
 from genlab.shifts import Pool, Shift

@@ -25,6 +25,7 @@ from genlab import data as D
 from genlab import features as F
 from genlab import metrics as M
 from genlab import utility as U
+from genlab.models import is_conditional, load_model
 from genlab.runs import RunFolder, resolve_input
 
 HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "density",
@@ -59,8 +60,6 @@ class Context:
 
 def load_context(p: Mapping[str, Any]) -> Context:
     """The run folder's data (checked against its spec) and model (or the external samples')."""
-    from genlab.models import load_model
-
     run = RunFolder(p["run_dir"])
     spec = D.DataSpec.load(run.require(run.data_spec, "train"))
     recorded = spec.dataset if spec.dataset in D.BUILTIN_DATASETS else spec.source
@@ -128,14 +127,13 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = Tr
             labels, src = None, "none"
         return Candidate(name, x, f, proba, labels, src)
 
-    requested = None
     if p["samples"] is None:
-        if getattr(ctx.model, "n_classes", 0):  # conditional: classes drawn in the members' shares
-            requested = ctx.model.sample_labels(n, seed=p["seed"])
-            gx = ctx.model.sample(n, seed=p["seed"], labels=requested).detach().cpu().numpy()
-            requested = requested.numpy()
-        else:
-            gx = ctx.model.sample(n, seed=p["seed"]).detach().cpu().numpy()
+        # a conditional model is asked for classes drawn in the members' shares; an unconditional
+        # generator is called without labels (it need not accept them)
+        wanted = ({"labels": ctx.model.sample_labels(n, seed=p["seed"])}
+                  if is_conditional(ctx.model) else {})
+        gx = ctx.model.sample(n, seed=p["seed"], **wanted).detach().cpu().numpy()
+        requested = wanted["labels"].numpy() if wanted else None
     else:
         gx, requested = load_samples(p["samples"], ds.data_shape)  # an .npz 'y': the requested classes
     rows = [make("model" if p["samples"] is None else "samples", gx, requested=requested)]
@@ -313,7 +311,7 @@ def likelihood(ctx: Context, p: Mapping[str, Any]) -> dict[str, float]:
     For a conditional VAE the bounds are on −log p(x|y), each record with its true label."""
     out: dict[str, float] = {}
     vals = {}
-    conditional = getattr(ctx.model, "n_classes", 0) > 0
+    conditional = is_conditional(ctx.model)
     for pool in ("members", "holdout_a"):
         idx = ctx.spec.pool(pool)
         labels = torch.from_numpy(ctx.ds.y[idx]) if conditional else None

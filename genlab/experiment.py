@@ -15,7 +15,7 @@ from genlab import dp as dp_mod
 from genlab import params
 from genlab.canaries import CANARY_FILE, CanaryDataModule, make_canaries
 from genlab.data import DataSpec, Dataset, GenDataModule
-from genlab.models import build_model, load_model
+from genlab.models import build_model, is_conditional, load_model
 from genlab.runs import RunFolder
 from genlab.training import FitResult, TrainConfig, fit
 
@@ -66,8 +66,8 @@ def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = 
 
 def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
-        max_epochs=p["max_epochs"], batch_size=p["batch_size"],
-        seed=p["seed"], accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
+        max_epochs=p["max_epochs"], batch_size=p["batch_size"], seed=p["seed"],
+        accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
         strategy=p["strategy"], early_stopping_patience=p["early_stopping_patience"],
         num_nodes=num_nodes,
     )
@@ -104,7 +104,7 @@ def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
           resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
     cfg = train_config(p, num_nodes)
-    if getattr(model, "n_classes", 0) and not p.get("dp"):
+    if is_conditional(model) and not p.get("dp"):
         # labels of unlabelled requests follow the members' class shares; under DP the prior stays
         # uniform: the members' label counts would be a release the accountant does not cover
         model.set_class_prior(np.bincount(dm.ds.y[dm.spec.pool("members")], minlength=model.n_classes))

@@ -35,19 +35,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from genlab.models._common import eval_no_grad
+from genlab.models._common import eval_no_grad, is_conditional
 
-__all__ = ["is_conditional", "check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
+__all__ = ["check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
            "cvae_neg_elbos", "cvae_marginal_neg_elbo", "gan_logit", "model_representations",
            "DRIFT_T_FRACTION"]
 
 DRIFT_T_FRACTION = 0.5  # the drift study's DDPM score: the denoising loss at t = T/2
 DRIFT_DRAWS = 4  # noise / z draws averaged per record by the drift study's score
 _SCORE_SEED = 12_345
-
-
-def is_conditional(model) -> bool:
-    return getattr(model, "n_classes", 0) > 0
 
 
 def check_labels(model, labels, n: int) -> torch.Tensor | None:

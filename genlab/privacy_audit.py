@@ -44,7 +44,7 @@ from genlab.canaries import CANARY_FILE, Canaries
 from genlab.data import DataSpec, EpochSeededSampler
 from genlab.dp import load_record
 from genlab.memorisation import data_copying_ct, dcr
-from genlab.model_scores import is_conditional
+from genlab.models import is_conditional
 
 FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
 

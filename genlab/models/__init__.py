@@ -13,11 +13,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ._common import is_conditional
 from .diffusion import DDPM
 from .gan import GAN
 from .vae import VAE
 
-__all__ = ["MODELS", "VAE", "GAN", "DDPM", "build_model", "load_model", "hparam_names"]
+__all__ = ["MODELS", "VAE", "GAN", "DDPM", "build_model", "load_model", "hparam_names", "is_conditional"]
 
 MODELS: dict[str, type[L.LightningModule]] = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
 

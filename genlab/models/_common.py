@@ -70,6 +70,11 @@ def eval_no_grad(module: torch.nn.Module):
         module.train(was_training)
 
 
+def is_conditional(model) -> bool:
+    """Whether ``model`` generates by class (``n_classes > 0``); any object, so stubs work too."""
+    return getattr(model, "n_classes", 0) > 0
+
+
 class ClassConditional:
     """The label API shared by the class-conditional models (a mixin for the LightningModules).
 
