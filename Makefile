@@ -11,7 +11,7 @@ STAMP       := $(VENV)/.installed
 NAME        ?= default
 PYTEST_ARGS ?=
 
-.PHONY: install report test golden benchmark clean
+.PHONY: install report test test-fast test-other-machine golden benchmark clean
 
 install: $(STAMP)
 
@@ -26,11 +26,22 @@ $(STAMP): pyproject.toml constraints.txt
 report: install
 	$(BIN)/genlab run --name $(NAME)
 
-## Unit tests + nbval over the committed notebooks (their stored outputs are the golden record)
+## Every test: unit tests, the default run against tests/golden/, nbval over the notebooks
 test: install
 	$(BIN)/python -m pytest tests notebooks --nbval-lax $(PYTEST_ARGS)
 
-## Re-execute the committed notebooks with their defaults to refresh their stored outputs
+## Unit tests only: no notebook execution, no real training run (marked slow)
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+## The fast lane and the golden comparison under another numeric setting (AVX2 kernels, MKL's
+## own code path, two threads): what another machine would compute must pass too
+OTHER_MACHINE := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AUTO GENLAB_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+test-other-machine: install
+	$(OTHER_MACHINE) $(BIN)/python -m pytest tests -m "not slow or golden" $(PYTEST_ARGS)
+
+## Refresh the committed notebooks' stored outputs and the golden headline numbers
+## (tests/golden/: the default run over 5 seeds sets each number's tolerance)
 golden: install
 	$(BIN)/genlab golden
 

@@ -3,7 +3,7 @@
     genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
     genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
     genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
-    genlab golden [train ...]
+    genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
     genlab params [train]
 """
 
@@ -48,6 +48,30 @@ def collect_parameters(files: list[str], assignments: list[str], only: list[str]
         param = next((s[key] for s in specs if key in s), None)
         values[key] = P.restore_text(param, value, raw)
     return values
+
+
+def _golden(args) -> int:
+    from genlab import golden
+
+    found = available_notebooks()
+    unknown = [short for short in args.only if short not in found]
+    if unknown:
+        print(f"genlab golden: unknown notebook(s) {unknown}; expected names from {list(found)}",
+              file=sys.stderr)
+        return 2
+    if args.seeds < 3:
+        print(f"genlab golden: --seeds must be at least 3 (a spread needs them), got {args.seeds}",
+              file=sys.stderr)
+        return 2
+    selected = args.only or list(found)
+    if not args.headlines_only:
+        for short in selected:
+            print(f"golden: {found[short]}")
+            refresh_golden(found[short])
+    if not args.notebooks_only:
+        golden.write_golden([NOTEBOOKS[s] for s in found], seeds=list(range(args.seeds)),
+                            jobs=args.jobs)
+    return 0
 
 
 def _split_only(text: str | None) -> list[str] | None:
@@ -115,8 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
     gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
     gate.add_argument("-f", "--file", action="append", default=[], metavar="RULES.YAML")
-    gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs")
+    gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs and "
+                          "the golden headline numbers with their tolerances (tests/golden/)")
     gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
+    what = gold.add_mutually_exclusive_group()
+    what.add_argument("--notebooks-only", action="store_true")
+    what.add_argument("--headlines-only", action="store_true")
+    gold.add_argument("--seeds", type=int, default=5, help="default runs whose spread sets the "
+                      "tolerances (at least 3)")
+    gold.add_argument("--jobs", type=int, default=2, help="seed runs at a time")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
     show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
     args = parser.parse_args(argv)
@@ -130,16 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "golden":
-        found = available_notebooks()
-        unknown = [short for short in args.only if short not in found]
-        if unknown:
-            print(f"genlab golden: unknown notebook(s) {unknown}; expected names from {list(found)}",
-                  file=sys.stderr)
-            return 2
-        for short in args.only or list(found):
-            print(f"golden: {found[short]}")
-            refresh_golden(found[short])
-        return 0
+        return _golden(args)
     try:
         only = _split_only(args.only)
         values = collect_parameters(args.file, args.param, only)

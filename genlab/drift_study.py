@@ -81,7 +81,8 @@ def build_representations(model, ds, spec, run: RunFolder, *, pca_components: in
             ext = load_or_train_extractor(run, ds, spec, seed=seed)
             reps["softmax"] = ext.predict_proba
             reps["features"] = ext.features
-            notes["extractor"] = repr(ext)
+            # the extractor's accuracy comes from training: kept apart from its description
+            notes["extractor"] = f"{ext.name} (d={ext.num_features}, K={ext.n_classes})"
             notes["extractor_accuracy"] = ext.accuracy
     else:
         notes["extractor"] = "no labels: no BBSD"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genlab import params as P
+from genlab.reproducibility import kernel_environment
 from genlab.reports import export_html, normalize_notebook, write_index
 from genlab.runs import STAGING_ENV, atomic_write_text, project_root, replace_dir
 
@@ -158,7 +159,8 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
         shutil.copytree(plan.final_dir, staging, ignore=shutil.ignore_patterns("*.failed.ipynb"))
 
     timings: dict[str, Any] = {}
-    previous_env = os.environ.get(STAGING_ENV)
+    previous_env = {k: os.environ.get(k) for k in (STAGING_ENV, *kernel_environment())}
+    os.environ.update(kernel_environment())  # the kernels inherit threads and numeric switches
     os.environ[STAGING_ENV] = json.dumps({str(plan.final_dir): str(staging)})
     try:
         for i, step in enumerate(plan.steps, 1):
@@ -174,10 +176,7 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
              f"{plan.final_dir} left as it was")
         raise
     finally:
-        if previous_env is None:
-            os.environ.pop(STAGING_ENV, None)
-        else:
-            os.environ[STAGING_ENV] = previous_env
+        _restore_env(previous_env)
 
     write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
     replace_dir(staging, plan.final_dir)
@@ -185,6 +184,14 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     _merge_timings(plan.final_dir / "timings.json", timings)
     echo(f"report: {plan.final_dir / 'index.html'}")
     return plan.final_dir
+
+
+def _restore_env(previous: Mapping[str, str | None]) -> None:
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _merge_timings(path: Path, new: Mapping[str, Any]) -> None:
@@ -202,9 +209,14 @@ def refresh_golden(source: Path, *, progress: bool = True) -> None:
     import nbformat
     import papermill as pm
 
-    nb = pm.execute_notebook(str(source), str(source), kernel_name="python3",
-                             progress_bar=progress, cwd=str(source.parent), log_output=False,
-                             extra_arguments=list(KERNEL_ARGS))
+    previous_env = {k: os.environ.get(k) for k in kernel_environment()}
+    os.environ.update(kernel_environment())
+    try:
+        nb = pm.execute_notebook(str(source), str(source), kernel_name="python3",
+                                 progress_bar=progress, cwd=str(source.parent), log_output=False,
+                                 extra_arguments=list(KERNEL_ARGS))
+    finally:
+        _restore_env(previous_env)
     normalize_notebook(nb)
     nb.metadata.pop("papermill", None)
     atomic_write_text(source, nbformat.writes(nb))

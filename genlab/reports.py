@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from genlab import __version__
+from genlab.reproducibility import numeric_environment
 from genlab.runs import RunFolder, atomic_write_text, project_root
 
 MAX_TEXT = 200  # headline strings are labels, not payloads
@@ -59,6 +60,7 @@ def provenance(parameters: Mapping[str, Any], *, dataset: str | None = None,
         "seed": parameters.get("seed"),
         "dataset": dataset,
         "data_fingerprint": data_fingerprint,
+        "numeric": numeric_environment(),
         "parameters": dict(parameters),
     }
 
@@ -158,7 +160,11 @@ class Table:
 
 
 def provenance_table(prov: Mapping[str, Any]) -> Table:
-    flat = {k: v for k, v in prov.items() if k != "parameters"}
+    flat = {k: v for k, v in prov.items() if k not in ("parameters", "numeric")}
+    numeric = dict(prov.get("numeric", {}))
+    switches = numeric.pop("switches", {})
+    flat.update({f"numeric.{k}": v for k, v in numeric.items()})
+    flat.update({f"numeric.{k}": v for k, v in switches.items() if v is not None})
     flat.update({f"param.{k}": v for k, v in prov["parameters"].items()})
     return Table.from_mapping(flat, title="Provenance")
 

@@ -42,7 +42,7 @@ from genlab.pipeline import Plan, available_notebooks, plan_run, run_pipeline
 from genlab.runs import atomic_write_text, project_root, resolve_input
 
 KEY_FILE = ".sweep-key"
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GENLAB_THREADS")
 
 
 @dataclass

@@ -38,8 +38,10 @@ def train(p: dict, final: Path, num_nodes: int) -> dict:
     """The notebook's steps, in order; returns the headline numbers (rank 0) or {}."""
     from genlab import data, experiment, training
     from genlab.reports import provenance, write_headline
+    from genlab.reproducibility import configure
     from genlab.runs import RunFolder, resolve_input
 
+    configure()  # threads and numeric switches, before any tensor op
     training.quiet_lightning()
     run = RunFolder(final)
     ds = data.load_dataset(resolve_input(p["dataset"]))

@@ -1,7 +1,12 @@
-"""The committed notebooks as golden records: structure nbval relies on, and clean outputs.
+"""The committed notebooks: structure nbval relies on, and clean outputs.
 
 nbval itself (`pytest notebooks --nbval-lax`) re-executes them and compares the cells marked
-`# NBVAL_CHECK_OUTPUT`; these checks make sure that comparison has something to bite on."""
+`# NBVAL_CHECK_OUTPUT` as exact text. Only outputs no hardware changes are marked (pools, the
+data fingerprint, representation sizes, a data-only test); numbers from training and sampling
+are compared within tolerances against `tests/golden/` instead (test_golden.py)."""
+
+import re
+
 
 import nbformat
 import pytest
@@ -29,7 +34,6 @@ def test_one_parameters_cell_of_plain_assignments(notebook):
 
 def test_checked_cells_hold_stored_outputs(notebook):
     checked = [c for c in _code(notebook) if "# NBVAL_CHECK_OUTPUT" in c.source]
-    assert checked, "nothing for nbval --nbval-lax to compare"
     for cell in checked:
         text = "".join(o.get("data", {}).get("text/plain", o.get("text", ""))
                        for o in cell.outputs)
@@ -51,8 +55,23 @@ def test_golden_outputs_are_clean(notebook):
             assert out.get("name") != "stderr", f"stderr noise in a report:\n{out.text[:300]}"
 
 
-def test_train_headline_is_checked():
+def test_pools_are_checked_exactly():
     nb = nbformat.read(NOTEBOOKS["train"], as_version=4)
-    cell = next(c for c in _code(nb) if "write_headline(run" in c.source)
+    cell = next(c for c in _code(nb) if "spec.summary()" in c.source)
     assert "# NBVAL_CHECK_OUTPUT" in cell.source
-    assert "final_val_loss" in cell.outputs[0]["data"]["text/plain"]
+    assert "fingerprint" in cell.outputs[0]["data"]["text/plain"]
+
+
+# A float printed to 3+ significant digits with a fractional part: training-dependent on
+# another CPU, so it must not be compared as exact text.
+_FRACTION = re.compile(r"\b\d+\.\d{3,}")
+
+
+def test_checked_cells_print_no_training_floats(notebook):
+    for cell in _code(notebook):
+        if "# NBVAL_CHECK_OUTPUT" not in cell.source:
+            continue
+        assert "write_headline" not in cell.source, "headline floats: compare via tests/golden/"
+        text = "".join(o.get("data", {}).get("text/plain", o.get("text", ""))
+                       for o in cell.outputs)
+        assert not _FRACTION.search(text), f"exact check of a float:\n{text[:400]}"
