@@ -37,9 +37,10 @@ import time
 import numpy as np
 import torch
 
-from genlab import data, features
+from genlab import data
+from genlab.evaluate import features
 from genlab.models import build_model
-from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
+from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 # model -> (epochs, build_model hyper-parameters); everything else is the model's default
 DEFAULTS = {

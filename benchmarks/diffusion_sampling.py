@@ -20,7 +20,9 @@ import time
 
 import torch
 
-from genlab import evaluation, metrics, params
+from genlab import params
+from genlab.evaluate import evaluation
+from genlab.evaluate import metrics
 from genlab.models import build_model, load_model
 
 SETTINGS = (("ddpm", None), ("ddim", 50), ("ddim", 20))

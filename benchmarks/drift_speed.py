@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from genlab import drift
-from genlab.drift_study import single_threaded
+from genlab.drift_study import detectors as drift
+from genlab.drift_study.study import single_threaded
 
 
 def main() -> None:

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab import data, models, params, privacy_audit, training
-from genlab.runs import RunFolder
+from genlab import data, models, params
+from genlab.privacy_audit import audit as privacy_audit
+from genlab.train import training
+from genlab.ops.runs import RunFolder
 
 TARGET_S = 90.0
 

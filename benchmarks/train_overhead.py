@@ -21,7 +21,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from genlab import data, experiment, params, training
+from genlab import data, params
+from genlab.train import notebook as experiment
+from genlab.train import training
 
 VAL_SEED = 10_000
 

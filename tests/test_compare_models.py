@@ -5,8 +5,11 @@ import json
 import pytest
 from lightning.pytorch import seed_everything
 
-from genlab import data, evaluation as E, experiment, params, reports
-from genlab.runs import RunFolder
+from genlab import data, params
+from genlab.evaluate import evaluation as E
+from genlab.train import notebook as experiment
+from genlab.ops import reports
+from genlab.ops.runs import RunFolder
 
 
 def _train(folder, model, seed=0):
@@ -73,7 +76,7 @@ def test_run_dirs_parsing():
 def test_comparison_folder_ignores_the_pipelines_staging_copy(tmp_path, monkeypatch):
     """Under `genlab run --name a`, run a is written to a staging folder: the comparison still
     goes to reports/compare-a-b beside the final runs, named after them."""
-    from genlab.runs import STAGING_ENV
+    from genlab.ops.runs import STAGING_ENV
 
     a, b = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv(STAGING_ENV, json.dumps({str(a): str(tmp_path / ".staging" / "a.123")}))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, evaluation as E, params, reports
-from genlab.runs import RunFolder
+from genlab import data, params
+from genlab.evaluate import evaluation as E
+from genlab.ops import reports
+from genlab.ops.runs import RunFolder
 
 
 class _ClassCopier:
@@ -79,9 +81,9 @@ def test_generator_ignoring_the_request_scores_chance(setup):
 def test_cvae_likelihood_bounds_condition_on_the_true_labels():
     """IW-NLL ≤ −ELBO for a CVAE too, and the true label explains a record better than a wrong one
     once the model has learnt anything (here: checked only to differ, on an untrained model)."""
-    from genlab import utility as U
+    from genlab.evaluate import classifier_metrics as U
     from genlab.models import build_model
-    from genlab.training import seed_everything
+    from genlab.train.training import seed_everything
 
     ds = data.load_dataset("digits")
     seed_everything(0)
@@ -102,7 +104,7 @@ def test_every_conditional_model_evaluates_from_its_checkpoint(tmp_path, setup, 
     import lightning as L
 
     from genlab.models import build_model
-    from genlab.training import seed_everything
+    from genlab.train.training import seed_everything
 
     ds, spec, _, p, ext = setup
     run = RunFolder(tmp_path / kind)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.models import build_model, load_model
-from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
+from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 quiet_lightning()
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec", "ignore:.*does not have many workers")
@@ -271,7 +271,7 @@ def test_cond_drop_replaces_training_labels_by_null():
 def test_dp_per_sample_gradients_see_labels(kind):
     """Opacus' per-sample gradients of a conditional model (labels as one-hot inputs; the GAN's
     projection embedding) are each record's own loss gradient."""
-    from genlab import dp
+    from genlab.train import dp
 
     seed_everything(0)
     kw = {"spectral_norm": False} if kind == "gan" else {}
@@ -304,7 +304,7 @@ def test_dp_per_sample_gradients_see_labels(kind):
 @pytest.mark.slow
 def test_dp_conditional_vae_fits(digits, tmp_path, one_thread):
     """DP-SGD training of a conditional VAE runs end to end on the Poisson loader Opacus returns."""
-    from genlab import dp
+    from genlab.train import dp
 
     seed_everything(0)
     m = build_model("vae", list(DIGITS), n_classes=3, width=32, depth=1, latent_dim=4)

@@ -9,13 +9,16 @@ import torch
 from test_diffusion_privacy import DS, SPEC, pool, train_ddpm
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab import dp, drift_retrain, params, training
-from genlab.attacks import fit_attacks, model_loss
-from genlab.model_scores import cvae_neg_elbos, model_representations
+from genlab import params
+from genlab.train import dp
+from genlab.drift_study import retrain as drift_retrain
+from genlab.train import training
+from genlab.privacy_audit.attacks import fit_attacks, model_loss
+from genlab.models.scoring import cvae_neg_elbos, model_representations
 from genlab.models import build_model, load_model
-from genlab.privacy_audit import run_audit, train_shadows
-from genlab.runs import RunFolder
-from genlab.shifts import Pool
+from genlab.privacy_audit.audit import run_audit, train_shadows
+from genlab.ops.runs import RunFolder
+from genlab.drift_study.shifts import Pool
 
 K = 10
 

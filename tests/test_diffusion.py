@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.models import DDPM, MODELS, build_model, hparam_names, load_model
 from genlab.models.diffusion import alpha_bar_schedule
-from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything, validation_loss
+from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything, validation_loss
 
 quiet_lightning()
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from test_diffusion_privacy import DS, pool, train_ddpm
 
-from genlab import drift, drift_retrain
-from genlab.model_scores import DRIFT_T_FRACTION, denoising_losses, model_representations, timesteps_at
+from genlab.drift_study import detectors as drift
+from genlab.drift_study import retrain as drift_retrain
+from genlab.models.scoring import DRIFT_T_FRACTION, denoising_losses, model_representations, timesteps_at
 from genlab.models import build_model
-from genlab.shifts import Pool, Shift
+from genlab.drift_study.shifts import Pool, Shift
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab import data, dp, params, privacy
-from genlab.attacks import DENOISING_FRACTIONS, available_attacks, fit_attacks, model_loss
-from genlab.model_scores import denoising_losses, secmi_t_errors, timesteps_at
+from genlab import data, params
+from genlab.train import dp
+from genlab.privacy_audit import statistics as privacy
+from genlab.privacy_audit.attacks import DENOISING_FRACTIONS, available_attacks, fit_attacks, model_loss
+from genlab.models.scoring import denoising_losses, secmi_t_errors, timesteps_at
 from genlab.models import build_model
-from genlab.privacy_audit import run_audit
-from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
+from genlab.privacy_audit.audit import run_audit
+from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 quiet_lightning()
 DS = data.load_dataset("digits")

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from genlab import drift, monitor
-from genlab.drift_study import StudyConfig, run_study, study_headline
-from genlab.shifts import Pool, Shift, catalogue, random_affine
+from genlab.drift_study import detectors as drift
+from genlab.drift_study import monitor
+from genlab.drift_study.study import StudyConfig, run_study, study_headline
+from genlab.drift_study.shifts import Pool, Shift, catalogue, random_affine
 
 
 # ------------------------------------------------------------------------------ exact values
@@ -197,7 +198,7 @@ def test_run_monitor_arl0_on_a_finite_pool_within_15_percent():
     """run_monitor on a finite no-drift pool whose score mean is off the reference's (as any
     finite sample is): calibration and measurement streams are drawn the same way from the
     no-drift pool (independent seeds), so the measured ARL₀ of every detector is on target."""
-    from genlab.drift_study import run_monitor
+    from genlab.drift_study.study import run_monitor
 
     rng = np.random.default_rng(4)
     ref = rng.random((150, 1, 4, 4)).astype(np.float32)

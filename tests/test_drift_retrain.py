@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, drift_retrain, training
-from genlab.drift_study import pca_representation
+from genlab import data
+from genlab.drift_study import retrain as drift_retrain
+from genlab.train import training
+from genlab.drift_study.study import pca_representation
 from genlab.models import build_model, load_model
-from genlab.runs import RunFolder
-from genlab.shifts import Pool, Shift
+from genlab.ops.runs import RunFolder
+from genlab.drift_study.shifts import Pool, Shift
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, evaluation as E, metrics as M, params, reports, utility as U
+from genlab import data, params
+from genlab.evaluate import evaluation as E
+from genlab.evaluate import metrics as M
+from genlab.ops import reports
+from genlab.evaluate import classifier_metrics as U
 from genlab.models import build_model
-from genlab.runs import RunFolder
+from genlab.ops.runs import RunFolder
 
 
 class _Copier:

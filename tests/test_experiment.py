@@ -2,7 +2,8 @@
 
 import pytest
 
-from genlab import data, experiment, params
+from genlab import data, params
+from genlab.train import notebook as experiment
 from genlab.params import ParameterError
 
 DIGITS = data.load_dataset("digits")
@@ -55,7 +56,7 @@ def test_conditional_model_gets_the_datas_classes():
 def test_class_prior_is_the_members_shares_except_under_dp(tmp_path):
     import numpy as np
 
-    from genlab.runs import RunFolder
+    from genlab.ops.runs import RunFolder
 
     ds = data.Dataset("skewed", "test", DIGITS.x[:300], np.repeat([0, 1, 2], [200, 50, 50]))
     spec = data.DataSpec.build(ds, seed=0)

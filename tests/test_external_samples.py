@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from genlab import data, evaluation as E, params, reports
-from genlab.runs import RunFolder
+from genlab import data, params
+from genlab.evaluate import evaluation as E
+from genlab.ops import reports
+from genlab.ops.runs import RunFolder
 
 DS = data.load_dataset("digits")
 SPEC = data.DataSpec.build(DS, seed=0)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, features
-from genlab.runs import RunFolder
+from genlab import data
+from genlab.evaluate import features
+from genlab.ops.runs import RunFolder
 
 
 @pytest.fixture(scope="module")

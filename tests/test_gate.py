@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from genlab.cli import main
-from genlab.gate import GateError, Rule, evaluate, load_rules
+from genlab.ops.cli import main
+from genlab.ops.gate import GateError, Rule, evaluate, load_rules
 
 
 def _run(folder, **notebooks):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import metrics as M
+from genlab.evaluate import metrics as M
 
 
 class _Identity(torch.nn.Module):

@@ -6,7 +6,7 @@ nbval itself (`pytest notebooks --nbval-lax`) re-executes them and compares the 
 import nbformat
 import pytest
 
-from genlab.pipeline import available_notebooks
+from genlab.ops.pipeline import available_notebooks
 
 NOTEBOOKS = available_notebooks()
 

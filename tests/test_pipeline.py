@@ -11,7 +11,7 @@ FAST = ["-p", "dataset=toy", "-p", "max_epochs=3", "-p", "width=32"]
 
 
 def genlab(*args, reports):
-    cmd = [sys.executable, "-m", "genlab.cli", "run", "--no-progress",
+    cmd = [sys.executable, "-m", "genlab.ops.cli", "run", "--no-progress",
            "--reports-dir", str(reports), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
@@ -61,7 +61,7 @@ def test_rerun_is_byte_identical_and_failure_keeps_good_run(tmp_path):
 def test_papermill_by_hand_rejects_unknown_parameter(tmp_path):
     import papermill as pm
 
-    from genlab.runs import project_root
+    from genlab.ops.runs import project_root
 
     source = project_root() / "notebooks" / "01_train.ipynb"
     with pytest.raises(pm.PapermillExecutionError, match="max_epoch"):

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from genlab import privacy as pv
-from genlab.memorisation import data_copying_ct, dcr, mann_whitney_z
+from genlab.privacy_audit import statistics as pv
+from genlab.privacy_audit.memorisation import data_copying_ct, dcr, mann_whitney_z
 
 
 def test_auc_matches_sklearn_with_ties_and_ci_covers():
@@ -150,7 +150,7 @@ def test_dcr_share_of_a_repeating_model_is_one_coin_flip_not_a_verdict():
     """A barely trained model emits nearly the same blob: 2000 samples, one nearest record. The
     share closer to members is 100 % but it is one coin flip: the record-level CI must not be the
     samples' Clopper–Pearson [0.998, 1] and the verdict must not be 'high' on it."""
-    from genlab.privacy_audit import _verdict
+    from genlab.privacy_audit.audit import _verdict
     rng = np.random.default_rng(1)
     members, holdout = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
     blob = members[0] + 1e-3 * rng.normal(size=(2000, 8))
@@ -194,8 +194,8 @@ def test_verdict_reason_fits_a_headline_string_with_every_reason_and_note():
     """The reason goes into the headline JSON, whose strings are capped: the longest combination
     (every elevated reason plus a DCR note) must fit."""
     from genlab import params
-    from genlab.privacy_audit import _verdict
-    from genlab.reports import MAX_TEXT
+    from genlab.privacy_audit.audit import _verdict
+    from genlab.ops.reports import MAX_TEXT
     p = params.defaults("privacy_audit")
     base = dict(mia_auc_max=0.6123, mia_auc_max_ci_low=0.5612, dcr_share_closer_to_members=0.9987,
                 data_copying_ct=-13.4567, epsilon_lower_bound=12.3456)

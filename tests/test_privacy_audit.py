@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from genlab import data, dp, experiment, params
-from genlab.canaries import Canaries, make_canaries
+from genlab import data, params
+from genlab.train import dp
+from genlab.train import notebook as experiment
+from genlab.train.canaries import Canaries, make_canaries
 from genlab.models import build_model
-from genlab.privacy_audit import draw_scored, run_audit
-from genlab.runs import RunFolder
-from genlab.training import quiet_lightning, seed_everything
+from genlab.privacy_audit.audit import draw_scored, run_audit
+from genlab.ops.runs import RunFolder
+from genlab.train.training import quiet_lightning, seed_everything
 
 quiet_lightning()
 DS = data.load_dataset("digits")
@@ -167,7 +169,7 @@ def test_lira_shadows_end_to_end(tmp_path):
     it runs, writes new files only under artifacts/shadows/, leaves model.ckpt byte- and
     mtime-identical, and gives a `lira` row with the same fields as every other attack."""
     from genlab.models import load_model
-    from genlab.privacy_audit import training_epochs
+    from genlab.privacy_audit.audit import training_epochs
 
     spec = _spec(100)
     run = RunFolder(tmp_path / "run")

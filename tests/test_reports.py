@@ -6,7 +6,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from genlab import reports, runs
+from genlab.ops import reports
+from genlab.ops import runs
 
 
 def test_headline_nan_becomes_null_with_reason_and_numpy_is_plain():

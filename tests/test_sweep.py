@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 
 from genlab import params as P
-from genlab.compare import mean_ci
-from genlab.sweep import expand, is_finished, load_sweep, run_names, run_sweep
+from genlab.ops.sweep_report import mean_ci
+from genlab.ops.sweep import expand, is_finished, load_sweep, run_names, run_sweep
 
 
 def test_expand_crosses_runs_with_grid_in_order():
@@ -70,7 +70,7 @@ def _chromium(*args):
 @pytest.mark.slow
 def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch):
     # the key hashes the genlab source; pin it so edits elsewhere during the test don't count
-    monkeypatch.setattr("genlab.sweep.source_digest", lambda: "source-v1")
+    monkeypatch.setattr("genlab.ops.sweep.source_digest", lambda: "source-v1")
     spec = tmp_path / "grid.yaml"
     spec.write_text(json.dumps({
         "name": "mini", "only": ["train"],
@@ -97,7 +97,7 @@ def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch):
     again = run_sweep(load_sweep(spec, tmp_path / "rep"), workers=1, echo=lambda *_: None)
     assert [r["status"] for r in again[:2]] == ["skipped (finished)"] * 2
     assert (folder / "index.html").read_bytes() == page  # same runs, same bytes
-    monkeypatch.setattr("genlab.sweep.source_digest", lambda: "source-v2")
+    monkeypatch.setattr("genlab.ops.sweep.source_digest", lambda: "source-v2")
     assert not any(is_finished(r) for r in load_sweep(spec, tmp_path / "rep").runs)
 
     parser = _Links()
@@ -112,7 +112,7 @@ def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch):
 
 
 def test_example_sweeps_validate(tmp_path):
-    from genlab.runs import project_root
+    from genlab.ops.runs import project_root
 
     files = sorted((project_root() / "sweeps").glob("*.yaml"))
     assert files

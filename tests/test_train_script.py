@@ -37,7 +37,7 @@ def test_ddp_two_processes_then_evaluate(tmp_path):
     assert not list((tmp_path / ".staging").glob("ddp*"))
 
     evaluate = subprocess.run(
-        [sys.executable, "-m", "genlab.cli", "run", "--only", "evaluate", "--name", "ddp",
+        [sys.executable, "-m", "genlab.ops.cli", "run", "--only", "evaluate", "--name", "ddp",
          "--reports-dir", str(tmp_path), "--no-progress"],
         capture_output=True, text=True, timeout=600)
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.models import build_model, load_model
-from genlab.training import (
+from genlab.train.training import (
     FitResult,
     TrainConfig,
     build_trainer,

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from genlab import __version__
-from genlab.runs import RunFolder, atomic_write_text, project_root
+from genlab.ops.runs import RunFolder, atomic_write_text, project_root
 
 MAX_TEXT = 200  # headline strings are labels, not payloads
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genlab.drift import gaussian_kernel
+from genlab.drift_study.detectors import gaussian_kernel
 
 
 def permutation_streams(pool: np.ndarray, n_streams: int, length: int,

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab import privacy as pv
-from genlab.attacks import ATTACKS, fit_attacks, flat, lira_offline, model_loss
-from genlab.canaries import CANARY_FILE, Canaries
+from genlab.privacy_audit import statistics as pv
+from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, flat, lira_offline, model_loss
+from genlab.train.canaries import CANARY_FILE, Canaries
 from genlab.data import DataSpec, EpochSeededSampler
-from genlab.dp import load_record
-from genlab.memorisation import data_copying_ct, dcr
+from genlab.train.dp import load_record
+from genlab.privacy_audit.memorisation import data_copying_ct, dcr
 from genlab.models import is_conditional
 
 FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
@@ -80,7 +80,7 @@ def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, e
     ``artifacts/shadows/<i>/``. A conditional shadow's class prior is its half's label shares,
     as training sets the audited model's from its members."""
     from genlab.models import build_model
-    from genlab.training import TrainConfig, fit, seed_everything
+    from genlab.train.training import TrainConfig, fit, seed_everything
 
     hp = dict(model.hparams)
     kind = hp.pop("model_kind")
@@ -260,7 +260,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
     x_hold_all = x_all[torch.from_numpy(spec.pool("holdout_a"))]
     gen_memo = generated
     if canaries is not None:
-        from genlab.attacks import nn_distances
+        from genlab.privacy_audit.attacks import nn_distances
         d_can = nn_distances(generated, canaries.x(), 1)[0][:, 0]
         d_data = nn_distances(generated, torch.cat([x_mem_all, x_hold_all]), 1)[0][:, 0]
         near_canary = d_can < d_data
@@ -289,7 +289,7 @@ def load_data(spec: DataSpec):
     """The data set a run was trained on (a built-in by name, else its recorded source path),
     checked against the spec's hash so pool indices mean what they meant in training."""
     from genlab.data import BUILTIN_DATASETS, load_dataset
-    from genlab.runs import resolve_input
+    from genlab.ops.runs import resolve_input
 
     recorded = spec.dataset if spec.dataset in BUILTIN_DATASETS else spec.source
     ds = load_dataset(resolve_input(recorded))

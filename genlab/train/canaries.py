@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.data import Dataset, DataSpec, EpochSeededSampler, GenDataModule
-from genlab.runs import atomic_write_text
+from genlab.ops.runs import atomic_write_text
 
 CANARY_FILE = "canaries.json"
 _SEED_TAG = 0xCA7A

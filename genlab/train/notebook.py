@@ -11,13 +11,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from genlab import dp as dp_mod
+from genlab.train import dp as dp_mod
 from genlab import params
-from genlab.canaries import CANARY_FILE, CanaryDataModule, make_canaries
+from genlab.train.canaries import CANARY_FILE, CanaryDataModule, make_canaries
 from genlab.data import DataSpec, Dataset, GenDataModule
 from genlab.models import build_model, is_conditional, load_model
-from genlab.runs import RunFolder
-from genlab.training import FitResult, TrainConfig, fit
+from genlab.ops.runs import RunFolder
+from genlab.train.training import FitResult, TrainConfig, fit
 
 
 def check_params(p: Mapping[str, Any], ds: Dataset) -> None:

@@ -28,7 +28,7 @@ def project_root(start: Path | None = None) -> Path:
     `genlab run`, and anywhere under a hand-run papermill; resolving relative run folders
     against the root puts all of them in the project's `reports/`."""
     here = (start or Path.cwd()).resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     for folder in (*(here, *here.parents), checkout):
         toml = folder / "pyproject.toml"
         if toml.is_file() and 'name = "genlab"' in toml.read_text(errors="replace"):

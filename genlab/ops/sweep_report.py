@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from genlab.gate import headline_of
-from genlab.runs import atomic_write_text
+from genlab.ops.gate import headline_of
+from genlab.ops.runs import atomic_write_text
 
 # What a reader compares first, when present; the page shows at most these many panels.
 KEY_METRICS = ("final_val_loss", "fd", "tstr_accuracy", "conditional_accuracy", "kid",
@@ -128,7 +128,7 @@ def _links(sweep_dir: Path, row: dict) -> str:
         f'<a href="{row["run"]}/{p.name}">{p.stem.split("_", 1)[1]}</a>' for p in reports])
 
 
-def write_comparison(sweep_dir: Path, runs: Sequence[tuple[str, dict]],
+def write_sweep_report(sweep_dir: Path, runs: Sequence[tuple[str, dict]],
                      statuses: Sequence[dict]) -> dict[str, Any]:
     summary = summarize(sweep_dir, runs, statuses)
     atomic_write_text(sweep_dir / "summary.json",

@@ -3,7 +3,7 @@
 Typical use (the training notebook)::
 
     from genlab.models import build_model
-    from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
+    from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
     quiet_lightning()                      # no Lightning info logs / known warnings in cells
     cfg = TrainConfig(max_epochs=100, seed=0, early_stopping_patience=10)

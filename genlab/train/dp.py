@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from genlab.runs import atomic_write_text
+from genlab.ops.runs import atomic_write_text
 
 DP_FILE = "dp.json"
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from genlab import params as P
-from genlab.pipeline import (NOTEBOOKS, PipelineError, available_notebooks, plan_run,
+from genlab.ops.pipeline import (NOTEBOOKS, PipelineError, available_notebooks, plan_run,
                              refresh_golden, run_pipeline)
 
 
@@ -57,8 +57,8 @@ def _split_only(text: str | None) -> list[str] | None:
 def _sweep(args) -> int:
     import json
 
-    from genlab.runs import atomic_write_text
-    from genlab.sweep import load_sweep, run_sweep
+    from genlab.ops.runs import atomic_write_text
+    from genlab.ops.sweep import load_sweep, run_sweep
 
     if args.workers < 1 or args.threads < 1:
         print("genlab: error: --workers and --threads must be ≥ 1", file=sys.stderr)
@@ -80,8 +80,8 @@ def _sweep(args) -> int:
 
 
 def _gate(args) -> int:
-    from genlab.gate import GateError, evaluate, load_rules
-    from genlab.reports import Table
+    from genlab.ops.gate import GateError, evaluate, load_rules
+    from genlab.ops.reports import Table
 
     try:
         rows = evaluate(args.target, load_rules(args.rule, args.file))

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from genlab import params as P
-from genlab.cli import collect_parameters
-from genlab.runs import STAGING_ENV, project_root, replace_dir
+from genlab.ops.cli import collect_parameters
+from genlab.ops.runs import STAGING_ENV, project_root, replace_dir
 
 
 def _rank() -> int:
@@ -36,9 +36,11 @@ def _rank() -> int:
 
 def train(p: dict, final: Path, num_nodes: int) -> dict:
     """The notebook's steps, in order; returns the headline numbers (rank 0) or {}."""
-    from genlab import data, experiment, training
-    from genlab.reports import provenance, write_headline
-    from genlab.runs import RunFolder, resolve_input
+    from genlab import data
+    from genlab.train import notebook as experiment
+    from genlab.train import training
+    from genlab.ops.reports import provenance, write_headline
+    from genlab.ops.runs import RunFolder, resolve_input
 
     training.quiet_lightning()
     run = RunFolder(final)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genlab import params as P
-from genlab.reports import export_html, normalize_notebook, write_index
-from genlab.runs import STAGING_ENV, atomic_write_text, project_root, replace_dir
+from genlab.ops.reports import export_html, normalize_notebook, write_index
+from genlab.ops.runs import STAGING_ENV, atomic_write_text, project_root, replace_dir
 
 # Short names (`--only`) → notebook file stems, in execution order.
 NOTEBOOKS = {

@@ -20,10 +20,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from genlab import drift, monitor
-from genlab.model_scores import model_representations
-from genlab.runs import RunFolder, atomic_write_text
-from genlab.shifts import Pool, Shift, catalogue
+from genlab.drift_study import detectors as drift
+from genlab.drift_study import monitor
+from genlab.models.scoring import model_representations
+from genlab.ops.runs import RunFolder, atomic_write_text
+from genlab.drift_study.shifts import Pool, Shift, catalogue
 
 Representation = Callable[[np.ndarray], np.ndarray]
 REPRESENTATIONS = ("pixels", "pca", "latent", "score", "softmax", "features")
@@ -74,7 +75,7 @@ def build_representations(model, ds, spec, run: RunFolder, *, pca_components: in
     notes: dict[str, Any] = {"extractor": None}
     if ds.y is not None:
         try:
-            from genlab.features import load_or_train_extractor
+            from genlab.evaluate.features import load_or_train_extractor
         except ImportError as exc:  # the evaluation issue's module is not there
             notes["extractor"] = f"unavailable ({exc})"
         else:

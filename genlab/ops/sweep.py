@@ -38,8 +38,8 @@ from typing import Any, Callable
 import yaml
 
 from genlab import params as P
-from genlab.pipeline import Plan, available_notebooks, plan_run, run_pipeline
-from genlab.runs import atomic_write_text, project_root, resolve_input
+from genlab.ops.pipeline import Plan, available_notebooks, plan_run, run_pipeline
+from genlab.ops.runs import atomic_write_text, project_root, resolve_input
 
 KEY_FILE = ".sweep-key"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -95,7 +95,7 @@ def _digest(*chunks: bytes) -> str:
 
 def source_digest() -> str:
     """The genlab source as it is on disk now (uncommitted changes included)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     files = sorted(package.rglob("*.py"))
     return _digest(*(f"{p.relative_to(package)}\n".encode() + p.read_bytes() for p in files))
 
@@ -165,7 +165,7 @@ def run_sweep(sweep: Sweep, *, workers: int = 2, threads: int = 1,
     """Execute the unfinished runs on Dask; write the comparison page; return one row per run."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    from genlab.compare import write_comparison
+    from genlab.ops.sweep_report import write_sweep_report
 
     results = {r.name: {"run": r.name, "status": "skipped (finished)", "error": "",
                         "seconds": 0.0} for r in sweep.runs if is_finished(r)}
@@ -193,6 +193,6 @@ def run_sweep(sweep: Sweep, *, workers: int = 2, threads: int = 1,
             if cluster is not None:
                 cluster.close()
     rows = [results[r.name] for r in sweep.runs]
-    write_comparison(sweep.folder, [(r.name, r.values) for r in sweep.runs], rows)
+    write_sweep_report(sweep.folder, [(r.name, r.values) for r in sweep.runs], rows)
     echo(f"comparison: {sweep.folder / 'index.html'}")
     return rows

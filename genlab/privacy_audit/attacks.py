@@ -53,7 +53,7 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from genlab.model_scores import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
+from genlab.models.scoring import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
                                  secmi_t_errors, timesteps_at)
 from genlab.models import is_conditional
 

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
 
-from genlab.attacks import flat, nn_distances
+from genlab.privacy_audit.attacks import flat, nn_distances
 
 __all__ = ["dcr", "data_copying_ct", "mann_whitney_z", "record_share"]
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from genlab import data as D
-from genlab import features as F
-from genlab import metrics as M
-from genlab import utility as U
+from genlab.evaluate import features as F
+from genlab.evaluate import metrics as M
+from genlab.evaluate import classifier_metrics as U
 from genlab.models import is_conditional, load_model
-from genlab.runs import RunFolder, resolve_input
+from genlab.ops.runs import RunFolder, resolve_input
 
 HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "density",
                     "coverage", "authenticity", "c2st_auc", "tstr_accuracy", "tstr_ece",
@@ -412,7 +412,7 @@ def _final_path(run_dir: str):
     """The run folder's own path (not the pipeline's staging copy it is being written to)."""
     from pathlib import Path
 
-    from genlab.runs import project_root
+    from genlab.ops.runs import project_root
 
     path = Path(run_dir).expanduser()
     return (path if path.is_absolute() else project_root() / path).resolve()
@@ -469,7 +469,7 @@ def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison
 
 def write_comparison(cmp: Comparison, provenance: Mapping[str, Any]) -> dict[str, Any]:
     """`02_evaluate_compare.json` (per run: headline numbers) and `.tables.json` (the rows)."""
-    from genlab import reports
+    from genlab.ops import reports
 
     folder = RunFolder(cmp.out_dir)
     numbers = {f"{name}.{k}": v for name, h in cmp.headlines.items() for k, v in h.items()}

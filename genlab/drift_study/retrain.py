@@ -20,13 +20,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from genlab import drift, training
-from genlab.drift_study import Representation, run_test, single_threaded, tests_for
-from genlab.model_scores import model_representations
+from genlab.drift_study import detectors as drift
+from genlab.train import training
+from genlab.drift_study.study import Representation, run_test, single_threaded, tests_for
+from genlab.models.scoring import model_representations
 from genlab.models import is_conditional
 from genlab.models import load_model
-from genlab.runs import RunFolder
-from genlab.shifts import Pool, Shift
+from genlab.ops.runs import RunFolder
+from genlab.drift_study.shifts import Pool, Shift
 
 RETRAIN_DIR = "drift_retrain"
 

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import torch
 
-from genlab.metrics import MetricInputError, check_features
+from genlab.evaluate.metrics import MetricInputError, check_features
 
 __all__ = ["c2st_auc", "fit_classifier", "accuracy", "ece", "reliability", "class_shares",
            "total_variation", "vae_bounds"]

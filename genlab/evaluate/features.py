@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from genlab.data import Dataset, DataSpec
-from genlab.runs import RunFolder, atomic_write_bytes
+from genlab.ops.runs import RunFolder, atomic_write_bytes
 
 __all__ = ["Extractor", "PixelFeatures", "FeatureError", "load_or_train_extractor",
            "train_extractor", "extractor_path", "inception_available", "ACCURACY_POOLS"]
