@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from genlab.drift_study import detectors as drift
-from genlab.drift_study.study import single_threaded
+from genlab.numerics import single_threaded
 
 
 def main() -> None:

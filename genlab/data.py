@@ -379,6 +379,18 @@ class DataSpec:
 
 # ----------------------------------------------------------------------------- quality
 
+def load_recorded(spec: "DataSpec") -> Dataset:
+    """The data set a run was trained on (a built-in by name, else the recorded source path: an
+    `.npz` or image folder of the user's), checked against the spec's hash so that pool indices
+    mean what they meant in training."""
+    from genlab.ops.runs import resolve_input
+
+    recorded = spec.dataset if spec.dataset in BUILTIN_DATASETS else spec.source
+    ds = load_dataset(resolve_input(recorded))
+    spec.check_matches(ds)
+    return ds
+
+
 @dataclass
 class QualityCheck:
     name: str

@@ -81,20 +81,20 @@ def test_generator_ignoring_the_request_scores_chance(setup):
 def test_cvae_likelihood_bounds_condition_on_the_true_labels():
     """IW-NLL ≤ −ELBO for a CVAE too, and the true label explains a record better than a wrong one
     once the model has learnt anything (here: checked only to differ, on an untrained model)."""
-    from genlab.evaluate import classifier_metrics as U
     from genlab.models import build_model
+    from genlab.models.scoring import vae_bounds
     from genlab.train.training import seed_everything
 
     ds = data.load_dataset("digits")
     seed_everything(0)
     m = build_model("vae", [1, 8, 8], n_classes=10, width=32)
     x, y = torch.from_numpy(ds.x[:40]), torch.from_numpy(ds.y[:40])
-    b = U.vae_bounds(m, x, labels=y, k=8, seed=1)
+    b = vae_bounds(m, x, labels=y, k=8, seed=1)
     assert (b["iw_nll"] <= b["neg_elbo"] + 1e-9).all()
-    assert np.array_equal(b["neg_elbo"], U.vae_bounds(m, x, labels=y, k=8, seed=1)["neg_elbo"])
-    assert not np.allclose(b["neg_elbo"], U.vae_bounds(m, x, labels=(y + 1) % 10, k=8, seed=1)["neg_elbo"])
+    assert np.array_equal(b["neg_elbo"], vae_bounds(m, x, labels=y, k=8, seed=1)["neg_elbo"])
+    assert not np.allclose(b["neg_elbo"], vae_bounds(m, x, labels=(y + 1) % 10, k=8, seed=1)["neg_elbo"])
     with pytest.raises(ValueError, match="labels"):
-        U.vae_bounds(m, x, k=8)
+        vae_bounds(m, x, k=8)
 
 
 @pytest.mark.slow

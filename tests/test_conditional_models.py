@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.models import build_model, load_model
+from genlab.numerics import single_threaded
 from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 quiet_lightning()
@@ -28,10 +29,8 @@ DIGITS = (1, 8, 8)
 def one_thread():
     """One intra-op thread for the trainings: these tiny networks run 5-10x slower with two
     threads on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_threaded():
+        yield
 
 
 def _model(kind, shape=DIGITS, n_classes=3, **kw):

@@ -54,7 +54,7 @@ def test_conditional_ddpm_scores_use_true_labels_else_are_label_free(cddpm):
     true, free = fitted.score(x, labels=y)["denoising"], fitted.score(x)["denoising"]
     assert not np.allclose(true, free)
     np.testing.assert_array_equal(true, fitted.score(x.numpy(), labels=y.numpy())["denoising"])
-    with pytest.raises(ValueError, match=r"labels: expected 16 class indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"labels: expected integers of shape \(16,\) in \[0, 10\)"):
         fitted.score(x, labels=y + 10)
     wrong = model_loss(cddpm, x, mc_samples=2, labels=(y + 1) % K)
     right = model_loss(cddpm, x, mc_samples=2, labels=y)

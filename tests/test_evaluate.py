@@ -12,6 +12,7 @@ from genlab.evaluate import metrics as M
 from genlab.ops import reports
 from genlab.evaluate import classifier_metrics as U
 from genlab.models import build_model
+from genlab.models.scoring import vae_bounds
 from genlab.ops.runs import RunFolder
 
 
@@ -99,12 +100,12 @@ def test_vae_bounds_iw_below_elbo_and_seeded():
     torch.manual_seed(0)
     vae = build_model("vae", [1, 8, 8], width=32)
     x = torch.rand(20, 1, 8, 8).round()
-    a = U.vae_bounds(vae, x, k=16, seed=1)
-    b = U.vae_bounds(vae, x, k=16, seed=1)
+    a = vae_bounds(vae, x, k=16, seed=1)
+    b = vae_bounds(vae, x, k=16, seed=1)
     np.testing.assert_array_equal(a["iw_nll"], b["iw_nll"])
     assert (a["iw_nll"] <= a["neg_elbo"] + 1e-9).all()
     with pytest.raises(M.MetricInputError, match="VAE"):
-        U.vae_bounds(_Copier(np.zeros((3, 1, 8, 8), np.float32)), x)
+        vae_bounds(_Copier(np.zeros((3, 1, 8, 8), np.float32)), x)
 
 
 def test_external_samples_shape_is_checked(tmp_path):

@@ -6,7 +6,7 @@ each test compares a reference sample with a production sample of that represent
 
 Why these implementations rather than a library: the drift study runs thousands of tests, so
 each must cost milliseconds (alibi-detect's MMDDrift costs ~0.25 s at 500 vs 500 × 64 and does
-not fit our dependencies, see NOTES.md). The MMD permutation test computes the kernel matrix
+not fit our dependencies). The MMD permutation test computes the kernel matrix
 once and evaluates all permutations with one matrix product; KS statistics are computed for all
 dimensions at once. Every random choice comes from a caller's `np.random.Generator`.
 
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from genlab.numerics import flatten, sq_dists
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,7 @@ class TestResult:
 
 
 def _check_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    x = x.reshape(len(x), -1)
-    y = y.reshape(len(y), -1)
+    x, y = flatten(x), flatten(y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"reference and production must have the same dimension: "
                          f"expected {x.shape[1]}, got {y.shape[1]}")
@@ -61,12 +60,6 @@ def _check_alpha(alpha: float) -> float:
 
 
 # ------------------------------------------------------------------------------------- MMD
-def sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances (n, m), clipped at 0 against rounding."""
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d, 0.0)
-
-
 def median_bandwidth(z: np.ndarray) -> float:
     """Median heuristic σ: the median pairwise distance of the pooled sample (ties to 0 skipped;
     1.0 if all records are equal, so the kernel stays defined)."""
@@ -210,7 +203,7 @@ def ks_test(x, y, *, alpha: float = 0.05, correction: str = "bonferroni",
 
     `drop_constant` skips dimensions that are constant in the *reference*: there KS measures
     only "some production value differs" (digits' always-zero border pixels after noise and
-    clipping, NOTES.md), which flags any perturbation however small. The decision uses the
+    clipping), which flags any perturbation however small. The decision uses the
     reference alone, so it cannot peek at production."""
     if correction not in ("bonferroni", "fdr"):
         raise ValueError(f"correction: expected 'bonferroni' or 'fdr', got {correction!r}")
@@ -306,17 +299,3 @@ def calibration_flag(k: int, n: int, alpha: float, level: float = 0.05) -> str:
     if stats.binom.cdf(k, n, alpha) < level:
         return "conservative"
     return "ok"
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature samples:
-    |μa − μb|² + tr Σa + tr Σb − 2 tr (Σa^½ Σb Σa^½)^½, the trace term from the eigenvalues
-    of the symmetric product (stable, NOTES.md), negatives from rounding clipped."""
-    a, b = _check_pair(a, b)
-    mu = a.mean(0) - b.mean(0)
-    ca, cb = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)
-    ca, cb = np.atleast_2d(ca), np.atleast_2d(cb)
-    w, v = np.linalg.eigh(ca)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    ev = np.linalg.eigvalsh(root @ cb @ root)
-    return float(mu @ mu + np.trace(ca) + np.trace(cb) - 2.0 * np.sqrt(np.clip(ev, 0, None)).sum())

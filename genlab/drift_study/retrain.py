@@ -20,9 +20,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from genlab.drift_study import detectors as drift
 from genlab.train import training
-from genlab.drift_study.study import Representation, run_test, single_threaded, tests_for
+from genlab.drift_study.study import Representation, run_test, tests_for
+from genlab.numerics import frechet_distance, single_threaded
 from genlab.models.scoring import model_representations
 from genlab.models import is_conditional
 from genlab.models import load_model
@@ -53,8 +53,7 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
                          f"{rep!r}, got {test!r}")
     shift = parse_shift(p["retrain_shift"])
     rng = np.random.default_rng([p["seed"], 6])
-    shifted = shift.draw(pool, len(pool.x) if shift.kind not in ("knockout", "imbalance")
-                         else int(np.count_nonzero(shift._weights(pool, 1, rng))), rng)
+    shifted = shift.draw_all(pool, rng)
     half = len(shifted) // 2
     tune, held = shifted[:half], shifted[half:]
     if p["retrain_min_window"] > len(tune):
@@ -135,7 +134,7 @@ def _compare(model, when: str, which: str, reference: np.ndarray, held: np.ndarr
 def _fd(model, held: np.ndarray, feat: Representation, seed: int) -> float:
     with single_threaded():
         samples = model.sample(len(held), seed=seed).numpy()
-        return drift.frechet_distance(feat(samples), feat(held))
+        return frechet_distance(feat(samples), feat(held))
 
 
 def _score(model, held: np.ndarray) -> float | None:

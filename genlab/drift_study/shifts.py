@@ -10,7 +10,7 @@ Each `Shift` draws a production sample of size n from a `Pool` (records, labels,
 records) with a caller's `np.random.Generator`, so every trial is seeded and reproducible.
 Values stay in [0, 1] for images; noise on tabular data is not clipped.
 
-Digits border artefact (NOTES.md): clipping after adding noise makes the always-zero border
+Digits border artefact: clipping after adding noise makes the always-zero border
 pixels non-constant, so per-pixel KS "detects" even σ = 1/255 noise. The shift itself is what it
 is; the KS test handles the artefact (`drift.ks_test(drop_constant=True)`).
 """
@@ -38,6 +38,7 @@ KINDS = ("none", "gaussian_noise", "transform", "dropout", "occlusion", "knockou
 _INTENSITIES = {"gaussian_noise": NOISE_SIGMA, "transform": TRANSFORM, "dropout": DROPOUT_P,
                 "occlusion": OCCLUSION_SIDE}
 IMAGE_ONLY = ("transform", "dropout", "occlusion")
+CLASS_SHIFTS = ("knockout", "imbalance")
 KNOCKOUT_CLASS = 0
 IMBALANCE_CLASS = 1
 
@@ -87,7 +88,7 @@ class Shift:
         """None if this shift can be drawn from `pool`, else the reason it cannot."""
         if self.kind in IMAGE_ONLY and pool.x.ndim != 4:
             return "image shift on non-image data"
-        if self.kind in ("knockout", "imbalance") and pool.y is None:
+        if self.kind in CLASS_SHIFTS and pool.y is None:
             return "needs labels"
         if self.kind == "contamination" and pool.generated is None:
             return "needs generated samples"
@@ -100,7 +101,7 @@ class Shift:
             raise ValueError(f"shift {self.name} cannot be drawn: {reason}")
         if not 1 <= n <= len(pool.x):
             raise ValueError(f"sample size n: expected 1..{len(pool.x)} (pool size), got {n}")
-        if self.kind in ("knockout", "imbalance"):
+        if self.kind in CLASS_SHIFTS:
             idx = rng.choice(len(pool.x), size=n, replace=False, p=self._weights(pool, n, rng))
             return pool.x[idx].copy()
         x = pool.x[rng.choice(len(pool.x), size=n, replace=False)].copy()
@@ -109,6 +110,14 @@ class Shift:
             return x
         x[hit] = self.apply(x[hit], rng, pool)
         return x
+
+    def draw_all(self, pool: Pool, rng: np.random.Generator) -> np.ndarray:
+        """The largest production sample this shift draws: the whole pool, shifted; for a class
+        shift (knock-out, imbalance) every record its class weights leave drawable."""
+        n = len(pool.x)
+        if self.kind in CLASS_SHIFTS:
+            n = int(np.count_nonzero(self._weights(pool, 1, rng)))
+        return self.draw(pool, n, rng)
 
     def _weights(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
         y = pool.y

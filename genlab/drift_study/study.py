@@ -10,7 +10,6 @@ reproducible reports.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ import torch
 from genlab.drift_study import detectors as drift
 from genlab.drift_study import monitor
 from genlab.models.scoring import model_representations
+from genlab.numerics import flatten, single_threaded
 from genlab.ops.runs import RunFolder, atomic_write_text
-from genlab.drift_study.shifts import Pool, Shift, catalogue
+from genlab.drift_study.shifts import CLASS_SHIFTS, Pool, Shift, catalogue
 
 Representation = Callable[[np.ndarray], np.ndarray]
 REPRESENTATIONS = ("pixels", "pca", "latent", "score", "softmax", "features")
@@ -33,33 +33,14 @@ MONITOR_SHIFTS = ("gaussian_noise:medium", "transform:medium", "occlusion:medium
                   "contamination")
 
 
-@contextlib.contextmanager
-def single_threaded():
-    """One BLAS and one torch thread. Thousands of small matrix products on a shared 2-core
-    machine run ~100× slower with two spinning OpenBLAS threads than with one (measured)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- representations
-def _flat(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-
-
 def pca_representation(fit_x: np.ndarray, k: int) -> Representation:
     """PCA fitted on `fit_x` (the members pool: neither reference nor production)."""
-    a = _flat(fit_x)
+    a = flatten(fit_x)
     mean = a.mean(0)
     _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
     comps = vt[: min(k, vt.shape[0])].T
-    return lambda x: (_flat(x) - mean) @ comps
+    return lambda x: (flatten(x) - mean) @ comps
 
 
 def build_representations(model, ds, spec, run: RunFolder, *, pca_components: int, seed: int
@@ -69,7 +50,7 @@ def build_representations(model, ds, spec, run: RunFolder, *, pca_components: in
     BBSD's softmax and the classifier's features come from the evaluation's extractor
     (`genlab.features`, trained on members, cached in the run) when the data has labels."""
     members = ds.x[spec.pool("members")]
-    reps: dict[str, Representation] = {"pixels": _flat,
+    reps: dict[str, Representation] = {"pixels": flatten,
                                        "pca": pca_representation(members, pca_components)}
     reps.update(model_representations(model))
     notes: dict[str, Any] = {"extractor": None}
@@ -249,7 +230,7 @@ def study_headline(rows: list[dict], alpha: float, n: int = 100) -> dict[str, An
 
 def write_test_timings(run: RunFolder, result: StudyResult, extra: Mapping[str, float] = ()) -> None:
     """Per-test runtime (total and per call, seconds) merged into the run's timings.json under
-    "04_drift_study_tests": outside the byte-reproducible reports (DESIGN.md)."""
+    "04_drift_study_tests": outside the byte-reproducible reports."""
     path = run.path / "timings.json"
     current = json.loads(path.read_text()) if path.exists() else {}
     current["04_drift_study_tests"] = {
@@ -309,8 +290,8 @@ def run_monitor(reference_pool: np.ndarray, pool: Pool, reps: Mapping[str, Repre
         shift = Shift(kind, intensity or "-", 1.0)
         if shift.applicable(pool) is not None:
             continue
-        if kind in ("knockout", "imbalance"):
-            x = shift.draw(pool, int(np.count_nonzero(shift._weights(pool, 1, rng))), rng)
+        if kind in CLASS_SHIFTS:
+            x = shift.draw_all(pool, rng)
         else:
             x = np.concatenate([shift.apply(pool.x, rng, pool) for _ in range(2)])
         shifted[name] = np.arange(offset, offset + len(x))
@@ -385,15 +366,15 @@ def monitor_headline(res: MonitorResult, target: int) -> dict[str, Any]:
 def border_artefact(reference: np.ndarray, pool: Pool, *, alpha: float, trials: int, n: int,
                     seed: int) -> list[dict]:
     """KS on raw pixels against σ = 1/255 noise, with and without dropping the dimensions that
-    are constant in the reference: the digits border artefact of NOTES.md, measured."""
+    are constant in the reference: the digits border artefact, measured."""
     shift = Shift("gaussian_noise", "small", 1.0)
     n = min(n, len(reference) // 2, len(pool.x) // 2)
     hits = {True: 0, False: 0}
     with single_threaded():
         for t in range(trials):
             rng = np.random.default_rng([seed, 9, t])
-            x = _flat(reference[rng.choice(len(reference), n, replace=False)])
-            y = _flat(shift.draw(pool, n, rng))
+            x = flatten(reference[rng.choice(len(reference), n, replace=False)])
+            y = flatten(shift.draw(pool, n, rng))
             for drop in hits:
                 hits[drop] += drift.ks_test(x, y, alpha=alpha, drop_constant=drop).detected
     return [{"ks_bonferroni@pixels": "constant reference pixels dropped" if drop else "all pixels",

@@ -1,4 +1,4 @@
-"""Detection, utility, calibration, class slices and VAE likelihoods: the evaluation's other axes.
+"""Classifier-based metrics: detection (C2ST), utility (TSTR/TRTR), calibration and class shares.
 
 - **C2ST** (Lopez-Paz & Oquab 2017): a logistic regression on standardised features tries to
   tell real from generated; its seeded, cross-validated out-of-fold ROC AUC is 0.5 for an
@@ -9,22 +9,19 @@
   classifier trained on as many real member records. Calibration: expected calibration error
   (torchmetrics, 15 bins, L1) and the reliability curve.
 - **Slices**: class-frequency divergence (mode dropping / collapse) and per-class metrics.
-- **Likelihood** (VAE): negative ELBO and the importance-weighted bound (Burda et al. 2016) on
-  members vs non-members; a large positive gap is an early sign of overfitting.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import torch
 
-from genlab.evaluate.metrics import MetricInputError, check_features
+from genlab.numerics import MetricInputError, check_features, flatten
 
 __all__ = ["c2st_auc", "fit_classifier", "accuracy", "ece", "reliability", "class_shares",
-           "total_variation", "vae_bounds"]
+           "total_variation"]
 
 
 def c2st_auc(real, fake, *, folds: int = 5, seed: int = 0) -> float:
@@ -60,7 +57,7 @@ def fit_classifier(x, y, n_classes: int):
     Classes absent from `y` get probability 0 in `predict_proba`'s padded output."""
     from sklearn.linear_model import LogisticRegression
 
-    flat = check_features(np.asarray(x).reshape(len(x), -1), "x")
+    flat = check_features(flatten(x), "x")
     y = np.asarray(y)
     if len(np.unique(y)) < 2:
         raise MetricInputError(f"labels: expected at least 2 classes to train a classifier, "
@@ -71,7 +68,7 @@ def fit_classifier(x, y, n_classes: int):
         clf.fit(flat, y)
 
     def proba(xt) -> np.ndarray:
-        p = clf.predict_proba(np.asarray(xt, dtype=np.float64).reshape(len(xt), -1))
+        p = clf.predict_proba(flatten(xt))
         out = np.zeros((len(p), n_classes))
         out[:, clf.classes_] = p
         return out
@@ -118,41 +115,3 @@ def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     """½ Σ|p−q| between class distributions: 0 = same shares, 1 = disjoint classes."""
     return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
-
-
-# ----------------------------------------------------------------------------- likelihood
-def vae_bounds(model, x, *, labels=None, k: int = 64, seed: int = 0, batch: int = 256
-               ) -> dict[str, np.ndarray]:
-    """Per-record negative ELBO (mean over k posterior draws) and IW-NLL bound (k draws), nats.
-
-    log wᵢ = log p(x|zᵢ) + log p(zᵢ) − log q(zᵢ|x); −ELBO ≈ −mean log wᵢ and
-    NLL ≤ −log mean exp(log wᵢ). A conditional VAE (CVAE) needs the records' ``labels`` and
-    bounds −log p(x|y) (encoder and decoder given y). Draws from a private generator: same seed,
-    same numbers."""
-    if getattr(model, "model_kind", None) != "vae":
-        raise MetricInputError("likelihood bounds need a VAE checkpoint, got model kind "
-                               f"{getattr(model, 'model_kind', type(model).__name__)!r}")
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32))
-    y = None if labels is None else torch.as_tensor(labels)
-    gen = torch.Generator().manual_seed(seed)
-    log2pi = math.log(2 * math.pi)
-    elbo, iw = [], []
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(t), batch):
-            xb = t[i:i + batch]
-            yb = None if y is None else y[i:i + batch]
-            mu, logvar = model.encode(xb, labels=yb)
-            std = torch.exp(0.5 * logvar)
-            eps = torch.randn((k, *mu.shape), generator=gen).to(mu.dtype)
-            z = mu + std * eps  # k×B×L
-            flat = z.reshape(-1, z.shape[-1])
-            out = model._decode_raw(flat, labels=None if yb is None else yb.repeat(k))
-            rep = xb.unsqueeze(0).expand(k, *xb.shape).reshape(-1, *xb.shape[1:])
-            log_px = -model._nll(out, rep).reshape(k, -1)
-            log_pz = -0.5 * (z.pow(2) + log2pi).sum(-1)
-            log_qz = -0.5 * (eps.pow(2) + log2pi + logvar.unsqueeze(0)).sum(-1)
-            logw = (log_px + log_pz - log_qz).double()
-            elbo.append(-logw.mean(0))
-            iw.append(-(torch.logsumexp(logw, 0) - math.log(k)))
-    return {"neg_elbo": torch.cat(elbo).numpy(), "iw_nll": torch.cat(iw).numpy()}

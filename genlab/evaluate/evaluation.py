@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,6 +27,8 @@ from genlab.evaluate import features as F
 from genlab.evaluate import metrics as M
 from genlab.evaluate import classifier_metrics as U
 from genlab.models import is_conditional, load_model
+from genlab.models.scoring import vae_bounds
+from genlab.numerics import single_threaded, sq_dists
 from genlab.ops.runs import RunFolder, resolve_input
 
 HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "density",
@@ -62,9 +65,7 @@ def load_context(p: Mapping[str, Any]) -> Context:
     """The run folder's data (checked against its spec) and model (or the external samples')."""
     run = RunFolder(p["run_dir"])
     spec = D.DataSpec.load(run.require(run.data_spec, "train"))
-    recorded = spec.dataset if spec.dataset in D.BUILTIN_DATASETS else spec.source
-    ds = D.load_dataset(resolve_input(recorded))
-    spec.check_matches(ds)
+    ds = D.load_recorded(spec)
     model, source = None, "model"
     if p["samples"] is None:
         model = load_model(run.require(run.model_ckpt, "train"))
@@ -161,7 +162,7 @@ def _subsample_size(c: Candidate, ref: Candidate, frac: float) -> int:
     return max(2, int(round(frac * min(len(c.f), len(ref.f)))))
 
 
-def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y, train_real,
+def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
                 n_classes: int | None, p: Mapping[str, Any]) -> tuple[dict, dict]:
     """Every metric for one candidate vs the reference, each at subsample size m with a CI."""
     m = _subsample_size(c, ref, p["subsample_frac"])
@@ -255,15 +256,8 @@ def evaluate(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True
 
     Runs with one BLAS/torch thread: its matrices are small (m×d with m in the hundreds), where
     thread hand-offs cost more than they save, badly so on a shared, loaded machine."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            return _evaluate(ctx, ext, p, references)
-    finally:
-        torch.set_num_threads(before)
+    with single_threaded():
+        return _evaluate(ctx, ext, p, references)
 
 
 def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) -> Evaluation:
@@ -275,12 +269,12 @@ def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) 
     ref_xy = (ref.x, ref.labels)
     rows, curves, extras = [], {}, {}
     for c in rows_c:
-        r, extra = row_metrics(c, ref, members_f, ref_xy, None, n_classes, p)
+        r, extra = row_metrics(c, ref, members_f, ref_xy, n_classes, p)
         rows.append(r)
         curves[c.name] = extra["curve"]
         extras[c.name] = extra
     model_row = rows_c[0]
-    ev = Evaluation(rows, curves, [], {}, [])
+    ev = Evaluation(rows=rows, fd_curves=curves, reliability=[], shares={}, slices=[])
     # TRTR: the same classifier trained on as many real member records, same test set.
     if n_classes is not None and model_row.labels is not None:
         n = min(len(model_row.x), len(mem))
@@ -315,7 +309,7 @@ def likelihood(ctx: Context, p: Mapping[str, Any]) -> dict[str, float]:
     for pool in ("members", "holdout_a"):
         idx = ctx.spec.pool(pool)
         labels = torch.from_numpy(ctx.ds.y[idx]) if conditional else None
-        vals[pool] = U.vae_bounds(ctx.model, torch.from_numpy(ctx.ds.x[idx]), labels=labels,
+        vals[pool] = vae_bounds(ctx.model, torch.from_numpy(ctx.ds.x[idx]), labels=labels,
                                   k=p["iw_samples"], seed=p["seed"])
     for key in ("neg_elbo", "iw_nll"):
         out[f"{key}_members"] = float(vals["members"][key].mean())
@@ -368,8 +362,7 @@ def nearest_members(ctx: Context, ext, x: np.ndarray) -> np.ndarray:
     mem = ctx.spec.pool("members")
     mf = ext.features(ctx.ds.x[mem])
     xf = ext.features(x)
-    d = (xf ** 2).sum(1)[:, None] - 2 * xf @ mf.T + (mf ** 2).sum(1)[None, :]
-    return ctx.ds.x[mem[d.argmin(1)]]
+    return ctx.ds.x[mem[sq_dists(xf, mf).argmin(1)]]
 
 
 def tables(ev: Evaluation) -> dict[str, Any]:
@@ -461,8 +454,7 @@ def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison
     floor, base = evs[0].rows[1:]
     heads = {}
     for name, ev, c in zip(names, evs, ctxs):
-        full = Evaluation([ev.rows[0], floor, base], ev.fd_curves, ev.reliability, ev.shares,
-                          ev.slices, ev.likelihood, ev.warnings)
+        full = dataclasses.replace(ev, rows=[ev.rows[0], floor, base])
         heads[name] = headline(full, ext, c)
     return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs))
 

@@ -17,7 +17,6 @@ extractor) and reported beside every metric: a weak extractor makes every metric
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from genlab.data import Dataset, DataSpec
+from genlab.numerics import single_threaded
 from genlab.ops.runs import RunFolder, atomic_write_bytes
 
 __all__ = ["Extractor", "PixelFeatures", "FeatureError", "load_or_train_extractor",
@@ -188,19 +188,6 @@ def _labels_required(ds: Dataset) -> None:
             f"(raw flattened records, no labels needed) instead, or add labels")
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """One intra-op thread for the small training loop: with tiny matrices, thread hand-offs
-    cost more than they save (10-50× slower on a loaded 2-core machine), and one thread gives the
-    same weights whatever the machine's core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_extractor(ds: Dataset, spec: DataSpec, *, seed: int = 0) -> Extractor:
     """Train the classifier on `spec.pool("members")` with its labels, deterministically.
 
@@ -218,7 +205,7 @@ def train_extractor(ds: Dataset, spec: DataSpec, *, seed: int = 0) -> Extractor:
               "seed": int(seed), "fingerprint": spec.fingerprint, "epochs": _EPOCHS}
     x = torch.from_numpy(ds.x[members])
     y = torch.from_numpy(ds.y[members])
-    with torch.random.fork_rng(devices=[]), _one_thread():
+    with torch.random.fork_rng(devices=[]), single_threaded():
         torch.manual_seed(seed)
         net = _build(config)
         opt = torch.optim.Adam(net.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)

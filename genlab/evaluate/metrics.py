@@ -27,99 +27,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from genlab.numerics import (MetricInputError, check_features, feature_stats, frechet_distance,
+                             frechet_distance_from_stats, same_dim, single_threaded,
+                             sq_dists_sklearn_order)
+
 __all__ = ["MetricInputError", "Estimate", "check_features", "feature_stats",
            "frechet_distance_from_stats", "frechet_distance", "fd_curve", "fd_infinity",
            "mmd2_poly", "kid", "inception_score", "prdc", "authenticity", "subsample_ci"]
 
 
-class MetricInputError(ValueError):
-    """Bad input to a metric: the message names the argument, what was expected and given."""
-
-
-def check_features(f, name: str = "features", min_n: int = 2) -> np.ndarray:
-    """float64 C-contiguous N×d with N ≥ min_n and only finite values, or a clear error.
-
-    A NaN would otherwise flow silently into every mean and covariance."""
-    a = np.asarray(f)
-    if a.ndim != 2:
-        raise MetricInputError(f"{name}: expected a 2-D array N×d, got shape {a.shape}")
-    if len(a) < min_n:
-        raise MetricInputError(f"{name}: expected at least {min_n} rows, got {len(a)}")
-    if a.shape[1] < 1:
-        raise MetricInputError(f"{name}: expected at least 1 feature column, got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise MetricInputError(f"{name}: expected finite values, got "
-                               f"{int((~np.isfinite(a)).sum())} NaN/inf")
-    return a
-
-
-def _same_dim(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
-    if a.shape[1] != b.shape[1]:
-        raise MetricInputError(f"{na} and {nb}: expected the same feature dimension, got "
-                               f"{a.shape[1]} and {b.shape[1]}")
-
-
 # ----------------------------------------------------------------------------- Fréchet
-def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased (n−1) covariance in float64 (torchmetrics uses the same estimator)."""
-    a = check_features(f)
-    mu = a.mean(axis=0)
-    c = a - mu
-    return mu, (c.T @ c) / (len(a) - 1)  # numpy runs aᵀa as a symmetric rank-k update
-
-
-def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
-    """tr √(Σ₁Σ₂) = Σ √λ(RᵀΣ₂R) for any R with RRᵀ = Σ₁ (the eigenvalues of Σ₁Σ₂)."""
-    try:
-        r = np.linalg.cholesky(s1)
-    except np.linalg.LinAlgError:  # singular Σ₁: symmetric PSD square root
-        w, v = np.linalg.eigh(s1)
-        # eigenvalues at rounding level are zeros: their roots (~1e-8) would add up to noise
-        w[w < np.finfo(float).eps * len(w) * max(w.max(), 0.0)] = 0.0
-        r = v * np.sqrt(w)
-    m = r.T @ s2 @ r
-    lam = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
-
-
-def frechet_distance_from_stats(mu1, s1, mu2, s2) -> float:
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
-        raise MetricInputError(f"Fréchet statistics: expected means (d,) and covariances (d, d) "
-                               f"of one d, got {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
-    diff = mu1 - mu2
-    fd = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * _trace_sqrt_product(s1, s2)
-    return float(max(fd, 0.0))  # rounding can leave -1e-13 for identical sets
-
-
-def frechet_distance(f1, f2) -> float:
-    """FD between two feature sets (Heusel et al. 2017), float64.
-
-    With fewer records than features (both covariances singular) the trace term comes from the
-    small n₁×n₂ cross-Gram matrix instead: with Σ = AᵀA/(n−1) for centred data A, the
-    eigenvalues of Σ₁Σ₂ are the squared singular values of A₁A₂ᵀ/√((n₁−1)(n₂−1)), so
-    tr√(Σ₁Σ₂) is its nuclear norm: exact where eigenvalue routes add ~√eps noise per zero
-    eigenvalue, and cheaper."""
-    a, b = check_features(f1, "f1"), check_features(f2, "f2")
-    _same_dim(a, b, "f1", "f2")
-    if min(len(a), len(b)) > a.shape[1]:
-        return frechet_distance_from_stats(*feature_stats(a), *feature_stats(b))
-    mu1, mu2 = a.mean(0), b.mean(0)
-    ac, bc = a - mu1, b - mu2
-    scale = np.sqrt((len(a) - 1) * (len(b) - 1))
-    trace_sqrt = np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / scale
-    diff = mu1 - mu2
-    fd = (diff @ diff + np.einsum("ij,ij->", ac, ac) / (len(a) - 1)
-          + np.einsum("ij,ij->", bc, bc) / (len(b) - 1) - 2.0 * trace_sqrt)
-    return float(max(fd, 0.0))
-
-
 def fd_curve(f1, f2, ns: Sequence[int], *, draws: int = 5, seed: int = 0) -> np.ndarray:
     """FD at each N in `ns` (both sets subsampled to N without replacement), draws × len(ns)."""
     a, b = check_features(f1, "f1"), check_features(f2, "f2")
-    _same_dim(a, b, "f1", "f2")
+    same_dim(a, b, "f1", "f2")
     ns = [int(n) for n in ns]
     if min(ns) < 2 or max(ns) > min(len(a), len(b)):
         raise MetricInputError(f"ns: expected sizes in [2, {min(len(a), len(b))}], got {ns}")
@@ -156,7 +77,7 @@ def fd_infinity(f1, f2, *, n_points: int = 8, draws: int = 10, seed: int = 0,
 def mmd2_poly(f1, f2, degree: int = 3, coef: float = 1.0) -> float:
     """Unbiased MMD² with k(x,y) = (xᵀy/d + coef)^degree; sizes may differ (each ≥ 2)."""
     a, b = check_features(f1, "f1"), check_features(f2, "f2")
-    _same_dim(a, b, "f1", "f2")
+    same_dim(a, b, "f1", "f2")
     g = 1.0 / a.shape[1]
     kxx = (a @ a.T * g + coef) ** degree
     kyy = (b @ b.T * g + coef) ** degree
@@ -194,16 +115,6 @@ def inception_score(proba) -> float:
 
 
 # ----------------------------------------------------------------------------- PRDC
-def _sq_dist_chunk(x: np.ndarray, xx: np.ndarray, y: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances in sklearn's exact arithmetic order (prdc calls sklearn):
-    ((−2·xyᵀ) + ‖x‖²) + ‖y‖², clipped at 0."""
-    d = -2 * (x @ y.T)
-    d += xx[:, None]
-    d += yy[None, :]
-    np.maximum(d, 0, out=d)
-    return d
-
-
 def _sqrt_threshold(r: np.ndarray) -> np.ndarray:
     """Per radius r, the float t with (√a < r ⇔ a < t) for every float64 a ≥ 0.
 
@@ -229,13 +140,11 @@ def _parallel(fn, items) -> list:
     the GIL. Results are exact either way (each chunk is computed the same)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     items = list(items)
     if len(items) < 2:
         return [fn(i) for i in items]
     # one BLAS thread per chunk job: 2 jobs × n BLAS threads would oversubscribe the cores
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+    with single_threaded(torch_threads=False), ThreadPoolExecutor(2) as pool:
         return list(pool.map(fn, items))  # √ is monotone: the k-th of the roots is the root of the k-th
 
 
@@ -336,7 +245,7 @@ def prdc(real, fake, k: int = 5, *, budget_bytes: int = 32 << 20) -> dict[str, f
     real-fake ball tests), float64 only for the pairs within rounding of a decision (see
     `_Screen`); memory: a few row chunks of `budget_bytes`, not three n×n matrices."""
     r, f = check_features(real, "real"), check_features(fake, "fake")
-    _same_dim(r, f, "real", "fake")
+    same_dim(r, f, "real", "fake")
     if not isinstance(k, (int, np.integer)) or not 1 <= k < min(len(r), len(f)):
         raise MetricInputError(f"k: expected an int in [1, {min(len(r), len(f)) - 1}] "
                                f"(fewer than the records per set), got {k!r}")
@@ -381,17 +290,17 @@ def authenticity(members, samples, *, budget_bytes: int = 32 << 20) -> float:
     A sample closer to a training record than any other training record is (a near-copy)
     counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9."""
     m, s = check_features(members, "members"), check_features(samples, "samples", min_n=1)
-    _same_dim(m, s, "members", "samples")
+    same_dim(m, s, "members", "samples")
     mm, ss = np.einsum("ij,ij->i", m, m), np.einsum("ij,ij->i", s, s)
     nn_member = np.empty(len(m))
     step = _chunk_rows(len(m), budget_bytes)
     for i in range(0, len(m), step):
-        d = _sq_dist_chunk(m[i:i + step], mm[i:i + step], m, mm)
+        d = sq_dists_sklearn_order(m[i:i + step], mm[i:i + step], m, mm)
         np.fill_diagonal(d[:, i:i + step], np.inf)  # not its own neighbour
         nn_member[i:i + step] = d.min(axis=1)
     authentic = np.empty(len(s), bool)
     for i in range(0, len(s), step):
-        d = _sq_dist_chunk(s[i:i + step], ss[i:i + step], m, mm)
+        d = sq_dists_sklearn_order(s[i:i + step], ss[i:i + step], m, mm)
         j = d.argmin(axis=1)
         authentic[i:i + step] = d[np.arange(len(j)), j] >= nn_member[j]
     return float(authentic.mean())

@@ -1,6 +1,7 @@
-"""Per-record scores read off a generative model's internals, shared by the privacy audit's
-white-box attacks (:mod:`genlab.attacks`) and the drift study's "score" representation
-(:mod:`genlab.drift_study`, :mod:`genlab.drift_retrain`).
+"""Per-record scores read off a generative model's internals, shared by the evaluation's
+likelihood bounds (:func:`vae_bounds`: negative ELBO and the importance-weighted bound of Burda
+et al. 2016), the privacy audit's white-box attacks (:mod:`genlab.privacy_audit.attacks`) and the drift study's
+"score" representation (:mod:`genlab.drift_study.study`, :mod:`genlab.drift_study.retrain`).
 
 - DDPM: the denoising loss ``||ε̂(x_t, t) − ε||²`` of the EMA denoiser (the one that samples) at
   chosen timesteps, averaged over seeded noise draws (:func:`denoising_losses`). Training lowers
@@ -32,30 +33,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
 import numpy as np
 import torch
 
 from genlab.models._common import eval_no_grad, is_conditional
+from genlab.models.diffusion import ddim_step
+from genlab.numerics import MetricInputError
 
-__all__ = ["check_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
+__all__ = ["record_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
            "cvae_neg_elbos", "cvae_marginal_neg_elbo", "gan_logit", "model_representations",
-           "DRIFT_T_FRACTION"]
+           "DRIFT_T_FRACTION", "vae_bounds"]
 
 DRIFT_T_FRACTION = 0.5  # the drift study's DDPM score: the denoising loss at t = T/2
 DRIFT_DRAWS = 4  # noise / z draws averaged per record by the drift study's score
 _SCORE_SEED = 12_345
 
 
-def check_labels(model, labels, n: int) -> torch.Tensor | None:
-    """``labels`` as an ``(n,)`` LongTensor for a conditional model; None for an unconditional one
-    (it has no use for them) or when none are given."""
+def record_labels(model, labels, n: int) -> torch.Tensor | None:
+    """``labels`` as the model's own check gives them (an ``(n,)`` int64 tensor) for a conditional
+    model; None for an unconditional one (it has no use for them) or when none are given."""
     if labels is None or not is_conditional(model):
         return None
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if y.shape != (n,) or y.min() < 0 or y.max() >= model.n_classes:
-        raise ValueError(f"labels: expected {n} class indices in [0, {model.n_classes}), got shape "
-                         f"{tuple(y.shape)} with values in [{int(y.min())}, {int(y.max())}]")
-    return y
+    return model.check_labels(labels, n)
 
 
 def _records(x) -> torch.Tensor:
@@ -82,7 +83,7 @@ def denoising_losses(model, x, timesteps: Sequence[int], *, draws: int, seed: in
 
     ``labels``: the records' classes for a conditional DDPM; None scores with the null label."""
     xt = _records(x)
-    y = check_labels(model, labels, len(xt))
+    y = record_labels(model, labels, len(xt))
     kw = {} if y is None else {"labels": y}
     out = np.zeros((len(xt), len(timesteps)))
     with eval_no_grad(model):
@@ -101,15 +102,14 @@ def secmi_t_errors(model, x, t: int, k: int, labels=None) -> np.ndarray:
     if not 1 <= k <= t < model.timesteps:
         raise ValueError(f"secmi: expected 1 <= k <= t < T={model.timesteps}, got t={t}, k={k}")
     xt = _records(x)
-    y = check_labels(model, labels, len(xt))
+    y = record_labels(model, labels, len(xt))
     if y is None and is_conditional(model):
         y = torch.full((len(xt),), model.n_classes, dtype=torch.long)  # the null label
     ab = model.alphas_cumprod.double()
 
     def step(z, a, b):  # deterministic DDIM (η = 0) from timestep a to b
         eps = model.guided_eps(z.float(), torch.full((len(z),), a, dtype=torch.long), y, 1.0).double()
-        x0 = (z - (1 - ab[a]).sqrt() * eps) / ab[a].sqrt()
-        return ab[b].sqrt() * x0 + (1 - ab[b]).sqrt() * eps
+        return ddim_step(z, eps, ab[a], ab[b])[0]
 
     with eval_no_grad(model):
         z = model.to_model_space(xt).double()  # a clean record, taken as level 0 (ab_0 ≈ 1)
@@ -119,17 +119,25 @@ def secmi_t_errors(model, x, t: int, k: int, labels=None) -> np.ndarray:
     return (back - z).pow(2).flatten(1).mean(1).numpy()
 
 
+def mean_neg_elbo(model, x, generators: Sequence[torch.Generator], labels=None) -> np.ndarray:
+    """Each record's negative ELBO (float64), the mean over one draw of z per generator (summed
+    in float64, in order), in eval mode without gradients; ``labels``: a CVAE's classes."""
+    xt = _records(x)
+    kw = {} if labels is None else {"labels": labels}
+    total = np.zeros(len(xt))
+    with eval_no_grad(model):
+        for gen in generators:
+            total += model.neg_elbo(xt, gen, **kw).double().numpy()
+    return total / len(generators)
+
+
 def cvae_neg_elbos(model, x, *, draws: int, seed: int) -> np.ndarray:
     """``(n, n_classes)``: the conditional VAE's negative ELBO of every record under every class,
     each the mean of ``draws`` seeded draws of z (the same draws for every class)."""
     xt = _records(x)
-    out = np.zeros((len(xt), model.n_classes))
-    with eval_no_grad(model):
-        for c in range(model.n_classes):
-            y = torch.full((len(xt),), c, dtype=torch.long)
-            for j in range(int(draws)):
-                out[:, c] += model.neg_elbo(xt, _generator(seed, j), labels=y).double().numpy()
-    return out / int(draws)
+    return np.stack([mean_neg_elbo(model, xt, [_generator(seed, j) for j in range(int(draws))],
+                                   labels=torch.full((len(xt),), c, dtype=torch.long))
+                     for c in range(model.n_classes)], 1)
 
 
 def _log_prior(model) -> np.ndarray:
@@ -149,7 +157,7 @@ def gan_logit(model, x, labels=None) -> np.ndarray:
     """The discriminator's logit per record (float64): with the given labels on a conditional
     GAN, else label-free (the largest logit over the classes, see the module docstring)."""
     xt = _records(x)
-    y = check_labels(model, labels, len(xt))
+    y = record_labels(model, labels, len(xt))
     with eval_no_grad(model):
         if not is_conditional(model):
             return model.discriminate(xt).double().numpy()
@@ -204,3 +212,40 @@ def model_representations(model) -> dict[str, Callable[[np.ndarray], np.ndarray]
         t = timesteps_at(model, [DRIFT_T_FRACTION])
         reps["score"] = lambda x: denoising_losses(model, x, t, draws=DRIFT_DRAWS, seed=_SCORE_SEED)
     return reps
+
+
+def vae_bounds(model, x, *, labels=None, k: int = 64, seed: int = 0, batch: int = 256
+               ) -> dict[str, np.ndarray]:
+    """Per-record negative ELBO (mean over k posterior draws) and IW-NLL bound (k draws), nats.
+
+    log wᵢ = log p(x|zᵢ) + log p(zᵢ) − log q(zᵢ|x); −ELBO ≈ −mean log wᵢ and
+    NLL ≤ −log mean exp(log wᵢ). A conditional VAE (CVAE) needs the records' ``labels`` and
+    bounds −log p(x|y) (encoder and decoder given y). Draws from a private generator: same seed,
+    same numbers."""
+    if getattr(model, "model_kind", None) != "vae":
+        raise MetricInputError("likelihood bounds need a VAE checkpoint, got model kind "
+                               f"{getattr(model, 'model_kind', type(model).__name__)!r}")
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, np.float32))
+    y = None if labels is None else torch.as_tensor(labels)
+    gen = torch.Generator().manual_seed(seed)
+    log2pi = math.log(2 * math.pi)
+    elbo, iw = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(t), batch):
+            xb = t[i:i + batch]
+            yb = None if y is None else y[i:i + batch]
+            mu, logvar = model.encode(xb, labels=yb)
+            std = torch.exp(0.5 * logvar)
+            eps = torch.randn((k, *mu.shape), generator=gen).to(mu.dtype)
+            z = mu + std * eps  # k×B×L
+            flat = z.reshape(-1, z.shape[-1])
+            out = model._decode_raw(flat, labels=None if yb is None else yb.repeat(k))
+            rep = xb.unsqueeze(0).expand(k, *xb.shape).reshape(-1, *xb.shape[1:])
+            log_px = -model._nll(out, rep).reshape(k, -1)
+            log_pz = -0.5 * (z.pow(2) + log2pi).sum(-1)
+            log_qz = -0.5 * (eps.pow(2) + log2pi + logvar.unsqueeze(0)).sum(-1)
+            logw = (log_px + log_pz - log_qz).double()
+            elbo.append(-logw.mean(0))
+            iw.append(-(torch.logsumexp(logw, 0) - math.log(k)))
+    return {"neg_elbo": torch.cat(elbo).numpy(), "iw_nll": torch.cat(iw).numpy()}

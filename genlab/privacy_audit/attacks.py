@@ -53,12 +53,13 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from genlab.models.scoring import (check_labels, cvae_marginal_neg_elbo, denoising_losses, gan_logit,
-                                 secmi_t_errors, timesteps_at)
+from genlab.models.scoring import (cvae_marginal_neg_elbo, denoising_losses, gan_logit, mean_neg_elbo,
+                                   record_labels, secmi_t_errors, timesteps_at)
 from genlab.models import is_conditional
+from genlab.numerics import flatten, sq_dists
 
 __all__ = ["ATTACKS", "DENOISING_FRACTIONS", "Attacks", "fit_attacks", "available_attacks",
-           "nn_distances", "flat", "lira_offline", "model_loss"]
+           "nn_distances", "lira_offline", "model_loss"]
 
 ATTACKS = ("elbo", "recon", "discriminator", "denoising", "secmi", "distance", "mc_ball", "domias",
            "lira")
@@ -67,20 +68,12 @@ DENOISING_FRACTIONS = (0.05, 0.1, 0.2, 0.3)  # the denoising attack's timesteps,
 SECMI_T, SECMI_K = 0.1, 0.01  # SecMI's timestep and interval, as fractions of T
 
 
-def flat(x) -> np.ndarray:
-    """Records as a float64 (n, d) array (tensors detached, images flattened)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    return x.reshape(len(x), -1)
-
-
 def nn_distances(queries, bank, k: int = 1, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances from each query to its k nearest rows of ``bank`` and their indices.
 
     Exact (no approximate index): the audit's figures should not depend on an ANN's recall.
     Chunked so that memory stays at ``chunk × len(bank)`` floats."""
-    q, b = flat(queries), flat(bank)
+    q, b = flatten(queries), flatten(bank)
     if q.shape[1] != b.shape[1]:
         raise ValueError(f"queries and bank must have the same record size, got {q.shape[1]} and {b.shape[1]}")
     if not 1 <= k <= len(b):
@@ -89,8 +82,7 @@ def nn_distances(queries, bank, k: int = 1, chunk: int = 2048) -> tuple[np.ndarr
     dists, idx = [], []
     for s in range(0, len(q), chunk):
         qc = q[s:s + chunk]
-        d2 = (qc * qc).sum(1)[:, None] + bn[None, :] - 2.0 * qc @ b.T
-        np.maximum(d2, 0.0, out=d2)
+        d2 = sq_dists(qc, b, bn)
         part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(b) else np.tile(np.arange(len(b)), (len(qc), 1))
         pd = np.take_along_axis(d2, part, 1)
         order = np.lexsort((part, pd), axis=1)  # by distance, ties by index: deterministic
@@ -116,7 +108,7 @@ def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0, la
     denoising loss at the attack's timesteps, averaged over them (DDPM: LiRA compares each
     record's loss with the shadows' on the same record and draws, so no standardisation is
     needed). ``labels``: the records' classes (conditional models; label-free without)."""
-    y = check_labels(model, labels, len(x))
+    y = record_labels(model, labels, len(x))
     if hasattr(model, "neg_elbo"):
         return -_elbo(model, x, mc_samples, seed, y)
     if hasattr(model, "discriminate"):
@@ -130,18 +122,8 @@ def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0, la
 def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int, labels=None) -> np.ndarray:
     if is_conditional(model) and labels is None:
         return -cvae_marginal_neg_elbo(model, x, draws=mc_samples, seed=_MC_SEED + 1000 * int(seed))[0]
-    kw = {} if labels is None else {"labels": labels}
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            total = torch.zeros(len(x), dtype=torch.float64)
-            for j in range(mc_samples):
-                gen = torch.Generator().manual_seed(_MC_SEED + 1000 * int(seed) + j)
-                total += model.neg_elbo(x, gen, **kw).double()
-    finally:
-        model.train(was)
-    return -(total / mc_samples).numpy()
+    gens = [torch.Generator().manual_seed(_MC_SEED + 1000 * int(seed) + j) for j in range(mc_samples)]
+    return -mean_neg_elbo(model, x, gens, labels)
 
 
 def _recon(model, x: torch.Tensor, labels=None) -> np.ndarray:
@@ -151,7 +133,7 @@ def _recon(model, x: torch.Tensor, labels=None) -> np.ndarray:
         y = labels if labels is not None else torch.from_numpy(
             cvae_marginal_neg_elbo(model, x, draws=1, seed=_MC_SEED)[1].argmax(1))
         r = model.reconstruct(x, labels=y)
-    return -flat((r - x).pow(2)).sum(1)
+    return -flatten((r - x).pow(2)).sum(1)
 
 
 def _denoising(model, x, mc_samples: int, seed: int, labels=None) -> np.ndarray:
@@ -188,8 +170,8 @@ class Attacks:
         ``labels``: the records' classes, used by a conditional model's white-box attacks
         (ignored by an unconditional model); without them those attacks are label-free."""
         xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
-        xf = flat(xt)
-        y = check_labels(self.model, labels, len(xt))
+        xf = flatten(xt)
+        y = record_labels(self.model, labels, len(xt))
         out: dict[str, np.ndarray] = {}
         if "elbo" in self.names:
             out["elbo"] = _elbo(self.model, xt, self.mc_samples, self.seed, y)
@@ -205,9 +187,7 @@ class Attacks:
             out["secmi"] = -secmi_t_errors(self.model, xt, *_secmi_steps(self.model), labels=y)
         d, _ = nn_distances(xf, self.generated, k=1)
         out["distance"] = -d[:, 0]
-        d2 = ((xf * xf).sum(1)[:, None] + (self.generated ** 2).sum(1)[None, :]
-              - 2.0 * xf @ self.generated.T)
-        out["mc_ball"] = (d2 <= self.ball_radius ** 2).mean(1)
+        out["mc_ball"] = (sq_dists(xf, self.generated) <= self.ball_radius ** 2).mean(1)
         z = self.pca.transform(xf).T
         out["domias"] = self.kde_gen.logpdf(z) - self.kde_ref.logpdf(z)
         return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
@@ -223,7 +203,7 @@ def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int =
     the ε-ball radius is this quantile of the reference records' distances to their nearest
     generated sample — a ball that a typical population record rarely reaches, so counts inside
     it single out records the generator concentrates on."""
-    g, ref = flat(generated), flat(reference)
+    g, ref = flatten(generated), flatten(reference)
     if len(g) < 2 or len(ref) < domias_dims + 2:
         raise ValueError(f"fit_attacks: expected >= 2 generated samples and > domias_dims + 1 = "
                          f"{domias_dims + 1} reference records, got {len(g)} and {len(ref)}")
@@ -244,7 +224,7 @@ def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int =
         ref_x = reference if isinstance(reference, torch.Tensor) else torch.as_tensor(
             np.asarray(reference), dtype=torch.float32)
         losses = _denoising(model, ref_x, mc_samples, seed,
-                            check_labels(model, reference_labels, len(ref_x)))
+                            record_labels(model, reference_labels, len(ref_x)))
         denoising_ref = (losses.mean(0), np.maximum(losses.std(0), 1e-12))
         info["denoising_timesteps"] = timesteps_at(model, DENOISING_FRACTIONS)
         info["secmi_t"], info["secmi_k"] = _secmi_steps(model)

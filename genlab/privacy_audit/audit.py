@@ -39,7 +39,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.privacy_audit import statistics as pv
-from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, flat, lira_offline, model_loss
+from genlab.numerics import flatten
+from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, lira_offline, model_loss
 from genlab.train.canaries import CANARY_FILE, Canaries
 from genlab.data import DataSpec, EpochSeededSampler
 from genlab.train.dp import load_record
@@ -158,7 +159,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
     # labels matter only to a conditional model; the others ignore them
     y_mem, y_non, y_ref = ((None,) * 3 if ds.y is None or not is_conditional(model)
                            else (torch.from_numpy(ds.y[i]).long() for i in (mem_idx, non_idx, ref_idx)))
-    generated = flat(model.sample(p["n_generated"], seed=seed))
+    generated = flatten(model.sample(p["n_generated"], seed=seed))
     fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p["mc_samples"],
                          domias_dims=p["domias_dims"], ball_quantile=p["ball_quantile"],
                          reference_labels=y_ref)
@@ -282,19 +283,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
               "gallery": [{"sample": s, "nearest_member": member_ids[m], "distance": d}
                           for s, m, d in memo["gallery"]]}
     return AuditResult(numbers=num, attacks=rows, roc=roc, canary=canary, memo=memo, ct=ct,
-                       generated=gen_memo, members_x=flat(x_mem_all), tables=tables)
-
-
-def load_data(spec: DataSpec):
-    """The data set a run was trained on (a built-in by name, else its recorded source path),
-    checked against the spec's hash so pool indices mean what they meant in training."""
-    from genlab.data import BUILTIN_DATASETS, load_dataset
-    from genlab.ops.runs import resolve_input
-
-    recorded = spec.dataset if spec.dataset in BUILTIN_DATASETS else spec.source
-    ds = load_dataset(resolve_input(recorded))
-    spec.check_matches(ds)
-    return ds
+                       generated=gen_memo, members_x=flatten(x_mem_all), tables=tables)
 
 
 def load_canaries(artifacts: Path) -> Canaries | None:

@@ -24,7 +24,8 @@ import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
 
-from genlab.privacy_audit.attacks import flat, nn_distances
+from genlab.numerics import flatten
+from genlab.privacy_audit.attacks import nn_distances
 
 __all__ = ["dcr", "data_copying_ct", "mann_whitney_z", "record_share"]
 
@@ -66,7 +67,7 @@ def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.
     Returns plain numbers (see the keys) plus arrays for plots: ``d_members`` / ``d_holdout``
     (per sample, to the size-matched banks) and ``gallery`` (sample index, nearest member index,
     distance) for the ``gallery`` samples closest to any member."""
-    g, mem, hold = flat(generated), flat(members), flat(holdout)
+    g, mem, hold = flatten(generated), flatten(members), flatten(holdout)
     if not 0 < near_quantile < 1:
         raise ValueError(f"near_quantile: expected a number in (0, 1), got {near_quantile!r}")
     if len(mem) < 2 or len(hold) < 1 or len(g) < 1:
@@ -129,7 +130,7 @@ def data_copying_ct(train, test, generated, *, cells: int = 5, seed: int = 0,
     generated samples' nearest-training-record distances against the test records' ones in π.
     Cells holding fewer than ``min_share`` of the generated samples (or no test record) are left
     out, as in the paper: their z is noise. Returns C_T, the per-cell table and the cells used."""
-    t, p, q = flat(train), flat(test), flat(generated)
+    t, p, q = flatten(train), flatten(test), flatten(generated)
     if not isinstance(cells, int) or not 1 <= cells <= len(t):
         raise ValueError(f"cells: expected an integer in [1, {len(t)}], got {cells!r}")
     km = KMeans(n_clusters=cells, n_init=2, random_state=int(seed)).fit(t)
