@@ -28,11 +28,6 @@ from genlab.data import (
 ALL = POOLS + ("excluded",)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def small_images(n=40, labels=True, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 1, 4, 4), dtype=np.float32)

@@ -44,26 +44,26 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
                      reps: Mapping[str, Representation], p: Mapping[str, Any]) -> dict[str, Any]:
     """Shift the whole production pool, decide on a window, fine-tune if the rule fires, and
     compare old and new models on a held-out part. Returns flat numbers for the report."""
-    rep, test = p["retrain_representation"], p["retrain_detector"]
+    rep, test = p.retrain_representation, p.retrain_detector
     if rep not in reps:
         raise ValueError(f"retrain_representation: expected one of {sorted(reps)} for this run, "
                          f"got {rep!r}")
     if test not in tests_for(rep):
         raise ValueError(f"retrain_detector: expected one of {list(tests_for(rep))} on "
                          f"{rep!r}, got {test!r}")
-    shift = parse_shift(p["retrain_shift"])
-    rng = np.random.default_rng([p["seed"], 6])
+    shift = parse_shift(p.retrain_shift)
+    rng = np.random.default_rng([p.seed, 6])
     shifted = shift.draw_all(pool, rng)
     half = len(shifted) // 2
     tune, held = shifted[:half], shifted[half:]
-    if p["retrain_min_window"] > len(tune):
+    if p.retrain_min_window > len(tune):
         raise ValueError(f"retrain_min_window: expected <= {len(tune)} (half the production "
                          f"pool), got {p['retrain_min_window']}")
-    window = tune[: p["retrain_min_window"]]
+    window = tune[: p.retrain_min_window]
     f = reps[rep]
     with single_threaded():
-        decision = run_test(test, f(reference), f(window), alpha=p["retrain_threshold"],
-                            n_permutations=p["n_permutations"], rng=rng)
+        decision = run_test(test, f(reference), f(window), alpha=p.retrain_threshold,
+                            n_permutations=p.n_permutations, rng=rng)
     out: dict[str, Any] = {
         "retrain_rule": f"{test}@{rep} p <= {p['retrain_threshold']} on >= "
                         f"{p['retrain_min_window']} records",
@@ -97,18 +97,18 @@ def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any],
     whose class prior becomes their shares) for `retrain_epochs` epochs (seeded, deterministic)
     into `artifacts/drift_retrain/`; returns the new model in eval mode."""
     ckpt_dir = run.artifacts / RETRAIN_DIR
-    training.seed_everything(p["seed"])
+    training.seed_everything(p.seed)
     model = load_model(run.model_ckpt)
     training.init_from_checkpoint(model, run.model_ckpt)
     model.train()
-    g = torch.Generator().manual_seed(p["seed"])
+    g = torch.Generator().manual_seed(p.seed)
     tensors = [torch.from_numpy(np.ascontiguousarray(x, np.float32))]
     if labels is not None:
         tensors.append(torch.as_tensor(np.asarray(labels), dtype=torch.long))
         model.set_class_prior(torch.bincount(tensors[1], minlength=model.n_classes))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=64,
                                          shuffle=True, generator=g)
-    cfg = training.TrainConfig(max_epochs=p["retrain_epochs"], batch_size=64, seed=p["seed"])
+    cfg = training.TrainConfig(max_epochs=p.retrain_epochs, batch_size=64, seed=p.seed)
     result = training.fit(model, train_dataloaders=loader, ckpt_dir=ckpt_dir, cfg=cfg)
     return load_model(result.last_ckpt)
 
@@ -119,15 +119,15 @@ def _compare(model, when: str, which: str, reference: np.ndarray, held: np.ndarr
     FD of its samples to the held-out part, its score there, and the MMD p-value of the
     held-out part against the reference that model stands for (old: holdout_a, new: the
     fine-tuning part)."""
-    out: dict[str, Any] = {f"fd_{when}_retrain": _fd(model, held, feat, p["seed"]),
+    out: dict[str, Any] = {f"fd_{when}_retrain": _fd(model, held, feat, p.seed),
                            f"score_{when}_retrain": _score(model, held)}
     if out[f"score_{when}_retrain"] is None:
         out[f"score_{when}_retrain_na_reason"] = ("a GAN's discriminator logit is relative to its own "
                                                   "generator: not comparable between two models")
     with single_threaded():
         out[f"pvalue_{which}_reference_vs_heldout"] = run_test(
-            "mmd", f(reference), f(held), alpha=p["alpha"], n_permutations=p["n_permutations"],
-            rng=np.random.default_rng([p["seed"], 7])).p_value
+            "mmd", f(reference), f(held), alpha=p.alpha, n_permutations=p.n_permutations,
+            rng=np.random.default_rng([p.seed, 7])).p_value
     return out
 
 
@@ -164,8 +164,8 @@ def production_check(reference: np.ndarray, production: np.ndarray,
         for rep, f in reps.items():
             a, b = f(reference), f(production)
             for test in tests_for(rep):
-                r = run_test(test, a, b, alpha=p["alpha"], n_permutations=p["n_permutations"],
-                             rng=np.random.default_rng([p["seed"], 8]))
+                r = run_test(test, a, b, alpha=p.alpha, n_permutations=p.n_permutations,
+                             rng=np.random.default_rng([p.seed, 8]))
                 rows.append({"method": f"{test}@{rep}", "p_value": r.p_value,
                              "effect_size": r.statistic, "drift": r.detected})
     return rows

@@ -105,17 +105,17 @@ class StudyConfig:
         """Default: n ∈ {20, 50, 100}, δ ∈ {0.5, 1}, `trials` per cell (no-shift cells at least
         50). Full: n from 10 up to what the pools allow, δ ∈ {0.1, 0.5, 1}, ≥ 100 trials (no-
         shift ≥ 200). Sizes are capped at half the smaller pool so samples differ by trial."""
-        full = bool(p["full"])
+        full = bool(p.full)
         cap = min(n_ref, n_prod) // 2
         wanted = (10, 20, 50, 100, 200, 500, 1000, 10_000) if full else (20, 50, 100)
         sizes = tuple(s for s in wanted if s <= cap) + ((cap,) if full and cap not in wanted else ())
         if not sizes:
             raise ValueError(f"pools too small for a drift study: {n_ref} reference and {n_prod} "
                              f"production records (need >= 40 each)")
-        trials = max(p["trials"], 100) if full else p["trials"]
-        return cls(alpha=p["alpha"], trials=trials, null_trials=max(trials, 200 if full else 50),
+        trials = max(p.trials, 100) if full else p.trials
+        return cls(alpha=p.alpha, trials=trials, null_trials=max(trials, 200 if full else 50),
                    sizes=tuple(sorted(set(sizes))), deltas=(0.1, 0.5, 1.0) if full else (0.5, 1.0),
-                   shifts=catalogue(full), n_permutations=p["n_permutations"], seed=p["seed"])
+                   shifts=catalogue(full), n_permutations=p.n_permutations, seed=p.seed)
 
 
 @dataclass

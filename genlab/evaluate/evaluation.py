@@ -63,11 +63,11 @@ class Context:
 
 def load_context(p: Mapping[str, Any]) -> Context:
     """The run folder's data (checked against its spec) and model (or the external samples')."""
-    run = RunFolder(p["run_dir"])
+    run = RunFolder(p.run_dir)
     spec = D.DataSpec.load(run.require(run.data_spec, "train"))
     ds = D.load_recorded(spec)
     model, source = None, "model"
-    if p["samples"] is None:
+    if p.samples is None:
         model = load_model(run.require(run.model_ckpt, "train"))
         source = f"model.ckpt ({model.model_kind})"
     else:
@@ -78,9 +78,9 @@ def load_context(p: Mapping[str, Any]) -> Context:
 
 
 def make_extractor(ctx: Context, p: Mapping[str, Any]):
-    kind = p["feature_extractor"]
+    kind = p.feature_extractor
     if kind == "classifier":
-        return F.load_or_train_extractor(ctx.run, ctx.ds, ctx.spec, seed=p["seed"])
+        return F.load_or_train_extractor(ctx.run, ctx.ds, ctx.spec, seed=p.seed)
     if kind == "pixels":
         return F.PixelFeatures(ctx.ds.data_shape)
     return F.InceptionFeatures(ctx.ds.data_shape)
@@ -113,7 +113,7 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = Tr
     floor and baseline rows once, for the first run)."""
     ds, spec = ctx.ds, ctx.spec
     a, b, mem = (spec.pool(k) for k in ("holdout_a", "holdout_b", "members"))
-    n = p["n_samples"] or len(a)
+    n = p.n_samples or len(a)
     has_proba = ext.n_classes is not None
 
     def make(name, x, true_y=None, requested=None):
@@ -128,20 +128,20 @@ def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = Tr
             labels, src = None, "none"
         return Candidate(name, x, f, proba, labels, src)
 
-    if p["samples"] is None:
+    if p.samples is None:
         # a conditional model is asked for classes drawn in the members' shares; an unconditional
         # generator is called without labels (it need not accept them)
-        wanted = ({"labels": ctx.model.sample_labels(n, seed=p["seed"])}
+        wanted = ({"labels": ctx.model.sample_labels(n, seed=p.seed)}
                   if is_conditional(ctx.model) else {})
-        gx = ctx.model.sample(n, seed=p["seed"], **wanted).detach().cpu().numpy()
+        gx = ctx.model.sample(n, seed=p.seed, **wanted).detach().cpu().numpy()
         requested = wanted["labels"].numpy() if wanted else None
     else:
-        gx, requested = load_samples(p["samples"], ds.data_shape)  # an .npz 'y': the requested classes
-    rows = [make("model" if p["samples"] is None else "samples", gx, requested=requested)]
+        gx, requested = load_samples(p.samples, ds.data_shape)  # an .npz 'y': the requested classes
+    rows = [make("model" if p.samples is None else "samples", gx, requested=requested)]
     if references:
         rows += [
             make("real (holdout_a)", ds.x[a], ds.y[a] if ds.y is not None else None),
-            make("baseline (noise)", noise_baseline(ds.x[mem], len(gx), p["seed"], ds.is_image)),
+            make("baseline (noise)", noise_baseline(ds.x[mem], len(gx), p.seed, ds.is_image)),
         ]
     ref = make("reference (holdout_b)", ds.x[b], ds.y[b] if ds.y is not None else None)
     return rows, ref
@@ -165,8 +165,8 @@ def _subsample_size(c: Candidate, ref: Candidate, frac: float) -> int:
 def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
                 n_classes: int | None, p: Mapping[str, Any]) -> tuple[dict, dict]:
     """Every metric for one candidate vs the reference, each at subsample size m with a CI."""
-    m = _subsample_size(c, ref, p["subsample_frac"])
-    kw = dict(draws=p["n_draws"], seed=p["seed"], level=p["ci_level"])
+    m = _subsample_size(c, ref, p.subsample_frac)
+    kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
     out: dict[str, Any] = {"row": c.name, "n": len(c.f), "m": m}
 
     def put(name, est: M.Estimate):
@@ -174,8 +174,8 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
 
     put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw))
     out["fd_full_n"] = M.frechet_distance(c.f, ref.f)
-    curve = M.fd_infinity(c.f, ref.f, draws=max(3, p["n_draws"] // 4), seed=p["seed"],
-                          level=p["ci_level"])
+    curve = M.fd_infinity(c.f, ref.f, draws=max(3, p.n_draws // 4), seed=p.seed,
+                          level=p.ci_level)
     out.update({"fd_infinity": curve["fd_infinity"], "fd_infinity_ci_low": curve["ci_low"],
                 "fd_infinity_ci_high": curve["ci_high"]})
     put("kid", M.subsample_ci(M.mmd2_poly, [c.f, ref.f], [m, m], **kw))
@@ -184,7 +184,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     else:
         out["inception_score"] = None
         out["inception_score_na_reason"] = "no classifier head (feature_extractor='pixels')"
-    k = p["nearest_k"]
+    k = p.nearest_k
     if m <= k:
         for name in ("precision", "recall", "density", "coverage"):
             out[name] = None
@@ -194,7 +194,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
             put(name, M.subsample_ci(lambda r, f, name=name: M.prdc(r, f, k)[name],
                                      [ref.f, c.f], [m, m], **kw))
     put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw))
-    put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p["seed"]),
+    put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p.seed),
                                    [ref.f, c.f], [m, m], **kw))
     if c.proba is not None and c.label_source in INTENDED_LABELS:
         put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw))
@@ -217,7 +217,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
             out[name] = None
             out[f"{name}_na_reason"] = str(e)[:150]
         return out, extra
-    mt = _subsample_size(ref, ref, p["subsample_frac"])
+    mt = _subsample_size(ref, ref, p.subsample_frac)
     put("tstr_accuracy", M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw))
     put("tstr_ece", M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw))
     extra["test_proba"] = proba
@@ -234,7 +234,7 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
         if c.label_source == "requested labels" and c.proba is not None:
             hit = c.proba[c.labels == k].argmax(1) == k  # share of the class-k requests judged class k
             row["conditional_accuracy"] = float(hit.mean()) if len(hit) else None
-        if min(len(rf), len(cf)) < p["min_slice"]:
+        if min(len(rf), len(cf)) < p.min_slice:
             reason = (f"too small to judge: {len(rf)} real and {len(cf)} generated records, "
                       f"fewer than min_slice={p['min_slice']}")
             if len(cf) == 0:
@@ -243,7 +243,7 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
                         "note": reason})
             notes.append(f"class {names[k]}: {reason}")
         else:
-            kk = min(p["nearest_k"], min(len(rf), len(cf)) - 1)
+            kk = min(p.nearest_k, min(len(rf), len(cf)) - 1)
             row.update({key: v for key, v in M.prdc(rf, cf, kk).items() if key != "density"})
             row["fd"] = M.frechet_distance(cf, rf)
             row["note"] = ""
@@ -278,11 +278,11 @@ def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) 
     # TRTR: the same classifier trained on as many real member records, same test set.
     if n_classes is not None and model_row.labels is not None:
         n = min(len(model_row.x), len(mem))
-        pick = np.sort(np.random.default_rng([p["seed"], 11]).choice(mem, n, replace=False))
+        pick = np.sort(np.random.default_rng([p.seed, 11]).choice(mem, n, replace=False))
         proba = U.fit_classifier(ds.x[pick], ds.y[pick], n_classes)(ref.x)
-        mt = _subsample_size(ref, ref, p["subsample_frac"])
-        est = M.subsample_ci(U.accuracy, [(proba, ref.labels)], [mt], draws=p["n_draws"],
-                             seed=p["seed"], level=p["ci_level"])
+        mt = _subsample_size(ref, ref, p.subsample_frac)
+        est = M.subsample_ci(U.accuracy, [(proba, ref.labels)], [mt], draws=p.n_draws,
+                             seed=p.seed, level=p.ci_level)
         rows[0].update(est.as_dict("trtr_accuracy"))
         rows[0]["trtr_ece"] = U.ece(proba, ref.labels)
         if "test_proba" in extras[model_row.name]:
@@ -310,7 +310,7 @@ def likelihood(ctx: Context, p: Mapping[str, Any]) -> dict[str, float]:
         idx = ctx.spec.pool(pool)
         labels = torch.from_numpy(ctx.ds.y[idx]) if conditional else None
         vals[pool] = vae_bounds(ctx.model, torch.from_numpy(ctx.ds.x[idx]), labels=labels,
-                                  k=p["iw_samples"], seed=p["seed"])
+                                  k=p.iw_samples, seed=p.seed)
     for key in ("neg_elbo", "iw_nll"):
         out[f"{key}_members"] = float(vals["members"][key].mean())
         out[f"{key}_holdout"] = float(vals["holdout_a"][key].mean())
@@ -418,17 +418,17 @@ def comparison_dir(run_dirs: list[str]):
 
 
 def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison:
-    """Evaluate every run of `p["run_dirs"]` in the first run's feature space; one table.
+    """Evaluate every run of `p.run_dirs` in the first run's feature space; one table.
 
     All runs must share one data fingerprint (same records in the same pools), else the
     comparison would set numbers against different references: a `DataError` names both
     fingerprints. The floor and baseline rows are computed once (for the first run; every model
     row has the same n by default). `first` = (ctx, ext, ev) of the first run when the notebook
     already evaluated it."""
-    dirs = parse_run_dirs(p["run_dirs"])
-    if p.get("samples") is not None:
+    dirs = parse_run_dirs(p.run_dirs)
+    if p.samples is not None:
         raise D.DataError("run_dirs compares the runs' own models; drop samples= or run_dirs=")
-    ctxs = [first[0] if first is not None and i == 0 else load_context({**p, "run_dir": d})
+    ctxs = [first[0] if first is not None and i == 0 else load_context(p.replace(run_dir=d))
             for i, d in enumerate(dirs)]
     fp0 = ctxs[0].spec.fingerprint
     for d, c in zip(dirs[1:], ctxs[1:]):

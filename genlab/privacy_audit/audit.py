@@ -110,15 +110,15 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
     auc, lo = n["mia_auc_max"], n["mia_auc_max_ci_low"]
     share, ct = n["dcr_share_closer_to_members"], n["data_copying_ct"]
     eps_lb = n.get("epsilon_lower_bound")
-    if auc >= p["verdict_auc_high"]:
+    if auc >= p.verdict_auc_high:
         return "high", f"best attack AUC {auc:.3f} >= {p['verdict_auc_high']}"
     reasons = []
-    if share >= p["verdict_share_high"]:
+    if share >= p.verdict_share_high:
         # the samples are not independent: the share counts only when they sit by enough
         # distinct records (few: one coin flip each, a barely trained model repeating itself)
         # and its record-level (cluster bootstrap) CI is clear of 50 %. The notes stay short:
         # with every elevated reason they must fit the headline's 200 characters.
-        k, k_min = n.get("dcr_n_distinct_nearest"), p["verdict_min_distinct_nearest"]
+        k, k_min = n.get("dcr_n_distinct_nearest"), p.verdict_min_distinct_nearest
         s_lo = n.get("dcr_share_closer_to_members_ci_low")
         if k is not None and k < k_min:
             reasons.append(f"{share:.1%} closer to members not counted: only {k} distinct "
@@ -132,9 +132,9 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
                             f"record-level CI low {s_lo:.3f})")
     notes = reasons
     reasons = []
-    if auc >= p["verdict_auc_elevated"] and lo > 0.5:
+    if auc >= p.verdict_auc_elevated and lo > 0.5:
         reasons.append(f"best attack AUC {auc:.3f} >= {p['verdict_auc_elevated']} (CI low {lo:.3f} > 0.5)")
-    if ct is not None and ct <= p["verdict_ct_copying"]:
+    if ct is not None and ct <= p.verdict_ct_copying:
         reasons.append(f"C_T {ct:.2f} <= {p['verdict_ct_copying']} (copying)")
     if eps_lb is not None and eps_lb > 0:
         reasons.append(f"canary ε lower bound {eps_lb:.2f} > 0")
@@ -150,32 +150,32 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
     """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
     white-box attacks where it has a VAE's, GAN's or DDPM's internals). ``p``: the notebook
     parameters."""
-    seed = p["seed"]
+    seed = p.seed
     spec.check_matches(ds)
     x_all = torch.from_numpy(ds.x)
-    mem_idx, non_idx, n = draw_scored(spec, p["n_audit"], seed)
+    mem_idx, non_idx, n = draw_scored(spec, p.n_audit, seed)
     ref_idx = spec.pool("holdout_b")
     x_mem, x_non, x_ref = (x_all[torch.from_numpy(i)] for i in (mem_idx, non_idx, ref_idx))
     # labels matter only to a conditional model; the others ignore them
     y_mem, y_non, y_ref = ((None,) * 3 if ds.y is None or not is_conditional(model)
                            else (torch.from_numpy(ds.y[i]).long() for i in (mem_idx, non_idx, ref_idx)))
-    generated = flatten(model.sample(p["n_generated"], seed=seed))
-    fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p["mc_samples"],
-                         domias_dims=p["domias_dims"], ball_quantile=p["ball_quantile"],
+    generated = flatten(model.sample(p.n_generated, seed=seed))
+    fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p.mc_samples,
+                         domias_dims=p.domias_dims, ball_quantile=p.ball_quantile,
                          reference_labels=y_ref)
     s_mem, s_non = fitted.score(x_mem, labels=y_mem), fitted.score(x_non, labels=y_non)
     s_can = fitted.score(canaries.x()) if canaries is not None else None
 
-    if p.get("lira_shadows", 0) > 0:
-        epochs = p.get("lira_epochs") or shadow_epochs
+    if p.lira_shadows > 0:
+        epochs = p.lira_epochs or shadow_epochs
         if epochs is None:
             raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
-        shadows = train_shadows(model, x_ref, artifacts, k=p["lira_shadows"], epochs=epochs,
+        shadows = train_shadows(model, x_ref, artifacts, k=p.lira_shadows, epochs=epochs,
                                 batch_size=shadow_batch_size, seed=seed, y_pool=y_ref)
         for x, y, target in ((x_mem, y_mem, s_mem), (x_non, y_non, s_non)) + (
                 ((canaries.x(), None, s_can),) if canaries is not None else ()):
-            t = model_loss(model, x, mc_samples=p["mc_samples"], seed=seed, labels=y)
-            sh = np.stack([model_loss(s, x, mc_samples=p["mc_samples"], seed=seed, labels=y)
+            t = model_loss(model, x, mc_samples=p.mc_samples, seed=seed, labels=y)
+            sh = np.stack([model_loss(s, x, mc_samples=p.mc_samples, seed=seed, labels=y)
                            for s in shadows])
             target["lira"] = lira_offline(t, sh)
 
@@ -184,7 +184,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
     rows, roc, sel_auc = [], {}, {}
     for name in [a for a in ATTACKS if a in s_mem]:
         m_, n_ = s_mem[name], s_non[name]
-        auc = pv.roc_auc(m_[ev_m], n_[ev_n], confidence=p["confidence"])
+        auc = pv.roc_auc(m_[ev_m], n_[ev_n], confidence=p.confidence)
         sel_auc[name] = pv.roc_auc(m_[sel_m], n_[sel_n]).auc
         row = {"attack": name, "auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high,
                "auc_selection_half": sel_auc[name]}
@@ -214,19 +214,19 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         if not vals:
             num[f"tpr_at_{key}_fpr_max_na_reason"] = rows[0][f"tpr_at_{key}_fpr_na_reason"]
     ind = pv.best_rate_epsilon(s_mem[best][sel_m], s_non[best][sel_n], s_mem[best][ev_m],
-                               s_non[best][ev_n], delta=p["audit_delta"], confidence=p["confidence"])
+                               s_non[best][ev_n], delta=p.audit_delta, confidence=p.confidence)
     num["epsilon_indicative_records"] = ind["epsilon"]
 
     # canaries: one-run bound
     canary = None
     if canaries is not None:
-        g = pv.canary_guesses(s_can[best], canaries.included_mask(), guess_frac=p["canary_guess_frac"])
-        bound = pv.one_run_epsilon(g["m"], g["r"], g["v"], delta=p["audit_delta"],
-                                   confidence=p["confidence"])
+        g = pv.canary_guesses(s_can[best], canaries.included_mask(), guess_frac=p.canary_guess_frac)
+        bound = pv.one_run_epsilon(g["m"], g["r"], g["v"], delta=p.audit_delta,
+                                   confidence=p.confidence)
         # cap: all r guesses right (the most this audit can show); max_m: all m guessed and right
-        cap = pv.one_run_epsilon(g["m"], g["r"], g["r"], delta=p["audit_delta"],
-                                 confidence=p["confidence"])
-        cap_m = pv.one_run_epsilon_cap(g["m"], delta=p["audit_delta"], confidence=p["confidence"])
+        cap = pv.one_run_epsilon(g["m"], g["r"], g["r"], delta=p.audit_delta,
+                                 confidence=p.confidence)
+        cap_m = pv.one_run_epsilon_cap(g["m"], delta=p.audit_delta, confidence=p.confidence)
         canary = {"m": g["m"], "r": g["r"], "v": g["v"], "bound": bound, "cap": cap,
                   "scores": s_can[best], "included": canaries.included_mask()}
         num.update(epsilon_lower_bound=bound, epsilon_lower_bound_cap=cap,
@@ -245,7 +245,7 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         num["dp_delta_accountant"] = dp["delta"]
         if canary is None:
             num["audit_gap"], num["audit_gap_na_reason"] = None, "no canary bound to compare"
-        elif abs(dp["delta"] - p["audit_delta"]) > 1e-15:
+        elif abs(dp["delta"] - p.audit_delta) > 1e-15:
             num["audit_gap"] = None
             num["audit_gap_na_reason"] = f"audit_delta {p['audit_delta']:g} != training delta {dp['delta']:g}"
         else:
@@ -268,9 +268,9 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         num["n_samples_nearest_a_canary"] = int(near_canary.sum())
         gen_memo = generated[~near_canary]
     member_ids = [int(i) for i in spec.pool("members")]
-    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=seed, near_quantile=p["near_dup_quantile"],
-               confidence=p["confidence"])
-    ct = data_copying_ct(x_mem_all, x_hold_all, gen_memo, cells=min(p["ct_cells"], len(x_mem_all)),
+    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=seed, near_quantile=p.near_dup_quantile,
+               confidence=p.confidence)
+    ct = data_copying_ct(x_mem_all, x_hold_all, gen_memo, cells=min(p.ct_cells, len(x_mem_all)),
                          seed=seed)
     num.update({k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))})
     num["data_copying_ct"] = ct["data_copying_ct"]

@@ -34,7 +34,7 @@ def _rank() -> int:
     return 0
 
 
-def train(p: dict, final: Path, num_nodes: int) -> dict:
+def train(p: P.TrainParams, final: Path, num_nodes: int) -> dict:
     """The notebook's steps, in order; returns the headline numbers (rank 0) or {}."""
     from genlab import data
     from genlab.train import notebook as experiment
@@ -44,21 +44,21 @@ def train(p: dict, final: Path, num_nodes: int) -> dict:
 
     training.quiet_lightning()
     run = RunFolder(final)
-    ds = data.load_dataset(resolve_input(p["dataset"]))
+    ds = data.load_dataset(resolve_input(p.dataset))
     data.assert_quality(data.quality_checks(ds))
     experiment.check_params(p, ds)
-    spec = data.DataSpec.build(ds, seed=p["seed"], val_frac=p["val_frac"],
-                               holdout_a_frac=p["holdout_a_frac"],
-                               holdout_b_frac=p["holdout_b_frac"], n_train=p["n_train"])
+    spec = data.DataSpec.build(ds, seed=p.seed, val_frac=p.val_frac,
+                               holdout_a_frac=p.holdout_a_frac,
+                               holdout_b_frac=p.holdout_b_frac, n_train=p.n_train)
     if _rank() == 0:
         spec.save(run.data_spec)
-    training.seed_everything(p["seed"])
+    training.seed_everything(p.seed)
     model = experiment.model_from_params(p, ds.data_shape, ds.n_classes)
-    if p["init_from"]:
-        training.init_from_checkpoint(model, resolve_input(p["init_from"]))
+    if p.init_from:
+        training.init_from_checkpoint(model, resolve_input(p.init_from))
     dm = experiment.datamodule(ds, spec, run, p)
     result, dp_record = experiment.train(model, dm, run, p, num_nodes=num_nodes,
-                                         resume_from=resolve_input(p["resume_from"]))
+                                         resume_from=resolve_input(p.resume_from))
     if _rank() != 0:
         return {}
     experiment.publish_model(result, run, p)
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = (args.reports_dir or project_root() / "reports").resolve()
     final = reports / args.name
     root = project_root()
-    p["run_dir"] = os.path.relpath(final, root) if final.is_relative_to(root) else str(final)
+    p = P.TrainParams(**{**p, "run_dir": os.path.relpath(final, root) if final.is_relative_to(root)
+                         else str(final)})
     staging = reports / ".staging" / f"{args.name}.train"
     if _rank() == 0 and STAGING_ENV not in os.environ:
         shutil.rmtree(staging, ignore_errors=True)

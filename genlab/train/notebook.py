@@ -28,12 +28,12 @@ def check_params(p: Mapping[str, Any], ds: Dataset) -> None:
     model on unlabelled data, and canaries (unlabelled crafted records) with a conditional model.
     """
     params.check_train(p)
-    if p["conditional"]:
+    if p.conditional:
         if ds.n_classes is None or ds.n_classes < 2:
             raise params.ParameterError(
                 f"parameter 'conditional': a class-conditional model needs a labelled dataset with at least "
                 f"2 classes; {ds.name!r} has {'no labels' if ds.n_classes is None else '1 class'}")
-        if p["canaries"]:
+        if p.canaries:
             raise params.ParameterError(
                 f"parameter 'canaries': canaries are unlabelled crafted records, which a conditional model "
                 f"cannot train on; got canaries={p['canaries']} with conditional=True")
@@ -41,34 +41,34 @@ def check_params(p: Mapping[str, Any], ds: Dataset) -> None:
 
 def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = None) -> Any:
     """The model the parameters describe; ``n_classes`` (the data's) is needed when conditional."""
-    kind = p["model"]
+    kind = p.model
     if kind == "ddpm":
-        arch = {"auto": "auto", "conv": "unet", "mlp": "mlp"}[p["arch"]]
+        arch = {"auto": "auto", "conv": "unet", "mlp": "mlp"}[p.arch]
         hparams = {k: p[k] for k in ("timesteps", "schedule", "ema_decay", "sampler", "sampling_steps")}
     else:
-        arch = "mlp" if p["arch"] == "auto" else p["arch"]
+        arch = "mlp" if p.arch == "auto" else p.arch
         hparams = {k: p[k] for k in ("latent_dim", "depth")}
     hparams["arch"] = arch
-    if p["width"] is not None:
-        hparams["width"] = p["width"]
-    if p["lr"] is not None:
-        hparams.update({"lr_g": p["lr"], "lr_d": p["lr"]} if kind == "gan" else {"lr": p["lr"]})
-    if p["conditional"]:
+    if p.width is not None:
+        hparams["width"] = p.width
+    if p.lr is not None:
+        hparams.update({"lr_g": p.lr, "lr_d": p.lr} if kind == "gan" else {"lr": p.lr})
+    if p.conditional:
         if not n_classes:
             raise ValueError("model_from_params: conditional=True needs n_classes (the dataset's)")
         hparams["n_classes"] = int(n_classes)
         if kind == "ddpm":
-            hparams["guidance_scale"] = p["guidance_scale"]
-    if kind == "gan" and p.get("dp"):
+            hparams["guidance_scale"] = p.guidance_scale
+    if kind == "gan" and p.dp:
         hparams["spectral_norm"] = False  # Opacus cannot take the spectral-norm parametrisation
     return build_model(kind, list(data_shape), **hparams)
 
 
 def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
-        max_epochs=p["max_epochs"], batch_size=p["batch_size"], seed=p["seed"],
-        accelerator=p["accelerator"], devices=p["devices"], precision=p["precision"],
-        strategy=p["strategy"], early_stopping_patience=p["early_stopping_patience"],
+        max_epochs=p.max_epochs, batch_size=p.batch_size, seed=p.seed,
+        accelerator=p.accelerator, devices=p.devices, precision=p.precision,
+        strategy=p.strategy, early_stopping_patience=p.early_stopping_patience,
         num_nodes=num_nodes,
     )
 
@@ -78,7 +78,7 @@ def publish_model(result: FitResult, run: RunFolder, p: Mapping[str, Any]):
 
     With early stopping that is the best-validation checkpoint, otherwise the last one (a GAN's
     validation loss is the discriminator's, no measure of sample quality)."""
-    chosen = result.best_ckpt if p["early_stopping_patience"] else result.last_ckpt
+    chosen = result.best_ckpt if p.early_stopping_patience else result.last_ckpt
     tmp = run.model_ckpt.with_suffix(".ckpt.tmp")
     shutil.copyfile(chosen, tmp)
     tmp.replace(run.model_ckpt)
@@ -92,26 +92,26 @@ def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: Mapping[str, Any]
     canary file of the run folder is removed when the run has none, so the audit never reads
     stale bits."""
     path = run.artifacts / CANARY_FILE
-    if not p.get("canaries"):
+    if not p.canaries:
         path.unlink(missing_ok=True)
-        return GenDataModule(ds, spec, batch_size=p["batch_size"])
-    canaries = make_canaries(ds, int(p["canaries"]), seed=p["seed"])
+        return GenDataModule(ds, spec, batch_size=p.batch_size)
+    canaries = make_canaries(ds, int(p.canaries), seed=p.seed)
     canaries.save(path)
-    return CanaryDataModule(ds, spec, canaries, batch_size=p["batch_size"])
+    return CanaryDataModule(ds, spec, canaries, batch_size=p.batch_size)
 
 
 def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
           resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
     cfg = train_config(p, num_nodes)
-    if is_conditional(model) and not p.get("dp"):
+    if is_conditional(model) and not p.dp:
         # labels of unlabelled requests follow the members' class shares; under DP the prior stays
         # uniform: the members' label counts would be a release the accountant does not cover
         model.set_class_prior(np.bincount(dm.ds.y[dm.spec.pool("members")], minlength=model.n_classes))
-    if p.get("dp"):
+    if p.dp:
         state = dp_mod.make_private(
-            model, dm.train_dataloader(), target_epsilon=p["target_epsilon"],
-            target_delta=p["target_delta"], max_grad_norm=p["max_grad_norm"],
+            model, dm.train_dataloader(), target_epsilon=p.target_epsilon,
+            target_delta=p.target_delta, max_grad_norm=p.max_grad_norm,
             epochs=cfg.max_epochs, resume=resume_from is not None)
         result = fit(model, ckpt_dir=run.checkpoints, cfg=cfg, train_dataloaders=state.train_loader,
                      val_dataloaders=dm.val_dataloader())

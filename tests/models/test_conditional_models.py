@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.models import build_model, load_model
-from genlab.numerics import single_threaded
 from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 quiet_lightning()
@@ -23,14 +22,6 @@ KINDS = ("vae", "gan", "ddpm")
 SMALL = {"vae": dict(width=32, depth=1, latent_dim=4), "gan": dict(width=32, depth=1, latent_dim=4),
          "ddpm": dict(width=16, timesteps=20)}
 DIGITS = (1, 8, 8)
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for the trainings: these tiny networks run 5-10x slower with two
-    threads on a loaded 2-core machine."""
-    with single_threaded():
-        yield
 
 
 def _model(kind, shape=DIGITS, n_classes=3, **kw):
@@ -201,21 +192,18 @@ class _Labelled(L.LightningDataModule):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.data[:256] / 16, dtype=torch.float32).reshape(-1, *DIGITS)
-    return x, torch.tensor(d.target[:256] % 3, dtype=torch.int64)
+def labelled3(digits):
+    """256 digits records with three classes (the digit mod 3)."""
+    return torch.from_numpy(digits.x[:256]), torch.from_numpy(digits.y[:256] % 3)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fit_and_checkpoint_roundtrip(kind, digits, tmp_path, one_thread):
+def test_fit_and_checkpoint_roundtrip(kind, labelled3, tmp_path, one_thread):
     """A short real fit on labelled data; the checkpoint reloads (weights_only) with its n_classes,
     class prior and weights, and samples exactly as the trained model."""
     m = _model(kind)
     m.set_class_prior([5, 3, 2])
-    result = fit(m, _Labelled(*digits), ckpt_dir=tmp_path, cfg=TrainConfig(max_epochs=1, seed=0))
+    result = fit(m, _Labelled(*labelled3), ckpt_dir=tmp_path, cfg=TrainConfig(max_epochs=1, seed=0))
     assert torch.isfinite(torch.tensor(result.final_val_loss))
     hp = torch.load(result.last_ckpt, weights_only=True)["hyper_parameters"]
     assert hp["n_classes"] == 3
@@ -301,13 +289,13 @@ def test_dp_per_sample_gradients_see_labels(kind):
 
 
 @pytest.mark.slow
-def test_dp_conditional_vae_fits(digits, tmp_path, one_thread):
+def test_dp_conditional_vae_fits(labelled3, tmp_path, one_thread):
     """DP-SGD training of a conditional VAE runs end to end on the Poisson loader Opacus returns."""
     from genlab.train import dp
 
     seed_everything(0)
     m = build_model("vae", list(DIGITS), n_classes=3, width=32, depth=1, latent_dim=4)
-    x, y = digits
+    x, y = labelled3
     st = dp.make_private(m, DataLoader(TensorDataset(x, y), batch_size=64), target_epsilon=4.0,
                          target_delta=1e-5, max_grad_norm=1.0, epochs=2)
     before = [p.detach().clone() for p in m.parameters()]

@@ -143,7 +143,7 @@ def _verdict_numbers(memo):
     from genlab import params
     num = {k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))}
     num.update(mia_auc_max=0.5, mia_auc_max_ci_low=0.45, data_copying_ct=None)
-    return num, params.defaults("privacy_audit")
+    return num, params.PrivacyAuditParams()
 
 
 def test_dcr_share_of_a_repeating_model_is_one_coin_flip_not_a_verdict():
@@ -196,7 +196,7 @@ def test_verdict_reason_fits_a_headline_string_with_every_reason_and_note():
     from genlab import params
     from genlab.privacy_audit.audit import _verdict
     from genlab.ops.reports import MAX_TEXT
-    p = params.defaults("privacy_audit")
+    p = params.PrivacyAuditParams()
     base = dict(mia_auc_max=0.6123, mia_auc_max_ci_low=0.5612, dcr_share_closer_to_members=0.9987,
                 data_copying_ct=-13.4567, epsilon_lower_bound=12.3456)
     for extra in (dict(dcr_n_distinct_nearest=29), dict(dcr_n_distinct_nearest=1234,

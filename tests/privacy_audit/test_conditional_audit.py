@@ -6,7 +6,6 @@ labels, and DP-SGD trains a conditional VAE and DDPM."""
 import numpy as np
 import pytest
 import torch
-from test_diffusion_privacy import DS, SPEC, pool, train_ddpm
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab import params
@@ -23,22 +22,18 @@ from genlab.drift_study.shifts import Pool
 K = 10
 
 
-def labels(name: str) -> torch.Tensor:
-    return torch.from_numpy(DS.y[SPEC.pool(name)]).long()
+@pytest.fixture(scope="module")
+def cddpm(d32, train_ddpm):
+    return train_ddpm(d32.x("members"), steps=100, y=d32.y("members"), n_classes=K)
 
 
 @pytest.fixture(scope="module")
-def cddpm():
-    return train_ddpm(pool("members"), steps=100, y=labels("members"), n_classes=K)
-
-
-@pytest.fixture(scope="module")
-def cvae():
+def cvae(d32):
     training.seed_everything(0)
-    model = build_model("vae", list(DS.data_shape), latent_dim=4, width=32, depth=1, n_classes=K)
-    model.set_class_prior(np.bincount(DS.y, minlength=K))
+    model = build_model("vae", list(d32.ds.data_shape), latent_dim=4, width=32, depth=1, n_classes=K)
+    model.set_class_prior(np.bincount(d32.ds.y, minlength=K))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = pool("holdout_b"), labels("holdout_b")
+    x, y = d32.x("holdout_b"), d32.y("holdout_b")
     for _ in range(30):
         loss = model.training_step((x, y), 0)
         opt.zero_grad()
@@ -47,10 +42,10 @@ def cvae():
     return model.eval()
 
 
-def test_conditional_ddpm_scores_use_true_labels_else_are_label_free(cddpm):
-    x, y = pool("members")[:16], labels("members")[:16]
-    fitted = fit_attacks(cddpm, pool("holdout_a")[:20], pool("holdout_b")[:60], mc_samples=2,
-                         reference_labels=labels("holdout_b")[:60])
+def test_conditional_ddpm_scores_use_true_labels_else_are_label_free(d32, cddpm):
+    x, y = d32.x("members")[:16], d32.y("members")[:16]
+    fitted = fit_attacks(cddpm, d32.x("holdout_a")[:20], d32.x("holdout_b")[:60], mc_samples=2,
+                         reference_labels=d32.y("holdout_b")[:60])
     true, free = fitted.score(x, labels=y)["denoising"], fitted.score(x)["denoising"]
     assert not np.allclose(true, free)
     np.testing.assert_array_equal(true, fitted.score(x.numpy(), labels=y.numpy())["denoising"])
@@ -61,7 +56,7 @@ def test_conditional_ddpm_scores_use_true_labels_else_are_label_free(cddpm):
     assert right.mean() < wrong.mean()  # members fit their own class best
 
 
-def test_audit_scores_a_conditional_ddpm_with_the_data_labels(tmp_path, cddpm, monkeypatch):
+def test_audit_scores_a_conditional_ddpm_with_the_data_labels(d32, tmp_path, cddpm, monkeypatch):
     seen = []
     real = cddpm.denoising_loss
 
@@ -70,16 +65,15 @@ def test_audit_scores_a_conditional_ddpm_with_the_data_labels(tmp_path, cddpm, m
         return real(x, t, generator, ema, labels)
 
     monkeypatch.setattr(cddpm, "denoising_loss", spy)
-    p = params.validate("privacy_audit", {**params.defaults("privacy_audit"), "n_audit": 32,
-                                          "n_generated": 40, "mc_samples": 1, "ct_cells": 3})
-    audit = run_audit(cddpm, DS, SPEC, tmp_path, p)
+    p = params.PrivacyAuditParams(n_audit=32, n_generated=40, mc_samples=1, ct_cells=3)
+    audit = run_audit(cddpm, d32.ds, d32.spec, tmp_path, p)
     assert seen and all(y is not None for y in seen)
-    assert {tuple(y.tolist()) for y in seen} >= {tuple(labels("members").tolist())}
+    assert {tuple(y.tolist()) for y in seen} >= {tuple(d32.y("members").tolist())}
     assert audit.numbers["mia_auc_denoising"] > 0.6
 
 
-def test_cvae_label_free_score_is_the_marginal_over_classes(cvae):
-    x = pool("holdout_a")[:12]
+def test_cvae_label_free_score_is_the_marginal_over_classes(d32, cvae):
+    x = d32.x("holdout_a")[:12]
     per_class = cvae_neg_elbos(cvae, x, draws=4, seed=12_345)
     reps = model_representations(cvae)
     score, latent = reps["score"](x), reps["latent"](x)
@@ -89,24 +83,24 @@ def test_cvae_label_free_score_is_the_marginal_over_classes(cvae):
     assert np.all(score[:, 0] >= lo + np.log(cvae.class_prior.min().item()) - 1e-9)
     assert np.all(score[:, 0] <= lo - np.log(cvae.class_prior.max().item()) + 1e-9)
     # the attack: labelled ELBO, else the same marginal; recon at the true or the likeliest class
-    fitted = fit_attacks(cvae, x, pool("holdout_b")[:30], mc_samples=2)
-    with_y, free = fitted.score(x, labels=labels("holdout_a")[:12]), fitted.score(x)
+    fitted = fit_attacks(cvae, x, d32.x("holdout_b")[:30], mc_samples=2)
+    with_y, free = fitted.score(x, labels=d32.y("holdout_a")[:12]), fitted.score(x)
     assert set(with_y) == set(free) >= {"elbo", "recon"}
     assert not np.allclose(with_y["elbo"], free["elbo"])
 
 
-def test_conditional_gan_label_free_score_is_the_largest_logit():
+def test_conditional_gan_label_free_score_is_the_largest_logit(d32):
     training.seed_everything(0)
-    gan = build_model("gan", list(DS.data_shape), width=16, depth=1, n_classes=K).eval()
-    x = pool("holdout_a")[:5]
+    gan = build_model("gan", list(d32.ds.data_shape), width=16, depth=1, n_classes=K).eval()
+    x = d32.x("holdout_a")[:5]
     with torch.no_grad():
         logits = torch.stack([gan.discriminate(x, labels=torch.full((5,), c)) for c in range(K)], 1)
     np.testing.assert_allclose(model_representations(gan)["score"](x)[:, 0],
                                -logits.amax(1).double().numpy(), rtol=1e-6)
 
 
-def test_shadows_of_a_conditional_model_train_on_labels(tmp_path, cvae):
-    x, y = pool("holdout_b"), labels("holdout_b")
+def test_shadows_of_a_conditional_model_train_on_labels(d32, tmp_path, cvae):
+    x, y = d32.x("holdout_b"), d32.y("holdout_b")
     (shadow,) = train_shadows(cvae, x, tmp_path, k=1, epochs=1, batch_size=64, seed=0, y_pool=y)
     assert shadow.n_classes == K and (tmp_path / "shadows" / "0").is_dir()
     assert shadow.class_prior.sum().item() == pytest.approx(1.0)
@@ -114,11 +108,11 @@ def test_shadows_of_a_conditional_model_train_on_labels(tmp_path, cvae):
 
 
 @pytest.mark.parametrize("kind", ["vae", "ddpm"])
-def test_dp_trains_a_conditional_model(tmp_path, kind):
+def test_dp_trains_a_conditional_model(d32, tmp_path, kind):
     training.seed_everything(0)
     hp = {"width": 8, "timesteps": 20} if kind == "ddpm" else {"width": 16, "depth": 1, "latent_dim": 4}
-    model = build_model(kind, list(DS.data_shape), n_classes=K, **hp)
-    x, y = pool("holdout_b")[:128], labels("holdout_b")[:128]
+    model = build_model(kind, list(d32.ds.data_shape), n_classes=K, **hp)
+    x, y = d32.x("holdout_b")[:128], d32.y("holdout_b")[:128]
     state = dp.make_private(model, DataLoader(TensorDataset(x, y), batch_size=32), target_epsilon=4.0,
                             target_delta=1e-5, max_grad_norm=1.0, epochs=1, accountant="rdp")
     result = training.fit(model, train_dataloaders=state.train_loader, ckpt_dir=tmp_path,
@@ -126,23 +120,22 @@ def test_dp_trains_a_conditional_model(tmp_path, kind):
     assert np.isfinite(state.record(result.epochs_run)["epsilon"])
 
 
-def test_fine_tuning_a_conditional_model_uses_predicted_labels(tmp_path, cvae):
+def test_fine_tuning_a_conditional_model_uses_predicted_labels(d32, tmp_path, cvae):
     run = RunFolder(tmp_path / "run")
     torch.save({"state_dict": cvae.state_dict(), "hyper_parameters": dict(cvae.hparams)}, run.model_ckpt)
-    x = DS.x[SPEC.pool("holdout_b")][:64]
+    x = d32.ds.x[d32.spec.pool("holdout_b")][:64]
     only_threes = np.full(64, 3)
-    new = drift_retrain.fine_tune(run, x, {"seed": 0, "retrain_epochs": 1}, labels=only_threes)
+    new = drift_retrain.fine_tune(run, x, params.DriftStudyParams(retrain_epochs=1), labels=only_threes)
     assert new.n_classes == K and new.class_prior[3].item() == pytest.approx(1.0)
     assert load_model(run.model_ckpt).class_prior[3].item() < 0.2  # the run's own model untouched
     # the scenario predicts the labels with the classifier (softmax representation)
     reps = {"pca": lambda a: a.reshape(len(a), -1)[:, :5].astype(np.float64),
             "softmax": lambda a: np.eye(K)[np.full(len(a), 3)]}
-    prod = Pool(DS.x[SPEC.pool("holdout_b")], DS.y[SPEC.pool("holdout_b")])
-    p = {"seed": 0, "alpha": 0.05, "n_permutations": 19, "retrain_detector": "mmd",
-         "retrain_representation": "pca", "retrain_threshold": 0.5, "retrain_min_window": 20,
-         "retrain_shift": "transform:large", "retrain_epochs": 1}
-    out = drift_retrain.retrain_scenario(run, DS.x[SPEC.pool("holdout_a")], prod, reps, p)
+    prod = Pool(d32.ds.x[d32.spec.pool("holdout_b")], d32.ds.y[d32.spec.pool("holdout_b")])
+    p = params.DriftStudyParams(n_permutations=19, retrain_threshold=0.5, retrain_min_window=20,
+                                retrain_shift="transform:large", retrain_epochs=1)
+    out = drift_retrain.retrain_scenario(run, d32.ds.x[d32.spec.pool("holdout_a")], prod, reps, p)
     assert out["retrain_recommended"] and np.isfinite(out["score_after_retrain"])
     del reps["softmax"]
     with pytest.raises(ValueError, match="predicted labels"):
-        drift_retrain.retrain_scenario(run, DS.x[SPEC.pool("holdout_a")], prod, reps, p)
+        drift_retrain.retrain_scenario(run, d32.ds.x[d32.spec.pool("holdout_a")], prod, reps, p)

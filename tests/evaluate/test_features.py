@@ -10,20 +10,14 @@ from genlab.ops.runs import RunFolder
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = data.load_dataset("digits")
-    return ds, data.DataSpec.build(ds, seed=0)
-
-
-@pytest.fixture(scope="module")
-def extractor(digits, tmp_path_factory):
-    ds, spec = digits
+def extractor(digits, digits_spec, tmp_path_factory):
+    ds, spec = digits, digits_spec
     run = RunFolder(tmp_path_factory.mktemp("run"))
     return run, features.load_or_train_extractor(run, ds, spec, seed=0)
 
 
-def test_api_shapes_dtypes_and_accuracy(digits, extractor):
-    ds, spec = digits
+def test_api_shapes_dtypes_and_accuracy(digits, digits_spec, extractor):
+    ds, spec = digits, digits_spec
     _, ext = extractor
     x = ds.x[:37]
     f, p = ext.features(x), ext.predict_proba(torch.from_numpy(x))
@@ -36,8 +30,8 @@ def test_api_shapes_dtypes_and_accuracy(digits, extractor):
     assert ext.accuracy > 0.93 and ext.accuracy_pools == ("holdout_a", "holdout_b")
 
 
-def test_cached_by_fingerprint_and_seed_and_loaded_with_weights_only(digits, extractor):
-    ds, spec = digits
+def test_cached_by_fingerprint_and_seed_and_loaded_with_weights_only(digits, digits_spec, extractor):
+    ds, spec = digits, digits_spec
     run, ext = extractor
     path = run.artifacts / f"extractor-{spec.fingerprint[:12]}-seed0.pt"
     assert path.exists()
@@ -49,8 +43,8 @@ def test_cached_by_fingerprint_and_seed_and_loaded_with_weights_only(digits, ext
 
 
 @pytest.mark.slow
-def test_training_is_deterministic_and_leaves_global_rng(digits, extractor):
-    ds, spec = digits
+def test_training_is_deterministic_and_leaves_global_rng(digits, digits_spec, extractor):
+    ds, spec = digits, digits_spec
     _, ext = extractor
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -61,8 +55,8 @@ def test_training_is_deterministic_and_leaves_global_rng(digits, extractor):
     assert not np.array_equal(other.features(ds.x[:50]), ext.features(ds.x[:50]))
 
 
-def test_damaged_cache_is_retrained(digits, tmp_path):
-    ds, spec = digits
+def test_damaged_cache_is_retrained(digits, digits_spec, tmp_path):
+    ds, spec = digits, digits_spec
     run = RunFolder(tmp_path)
     features.extractor_path(run, spec, 0).write_bytes(b"not a checkpoint")
     ext = features.load_or_train_extractor(run, ds, spec, seed=0)
@@ -70,8 +64,8 @@ def test_damaged_cache_is_retrained(digits, tmp_path):
     assert torch.load(features.extractor_path(run, spec, 0), weights_only=True)["accuracy"] == ext.accuracy
 
 
-def test_unlabelled_data_names_the_alternative(digits, tmp_path):
-    ds, _ = digits
+def test_unlabelled_data_names_the_alternative(digits, digits_spec, tmp_path):
+    ds = digits
     unlabelled = data.Dataset("nolabels", "test", ds.x[:100], None)
     spec = data.DataSpec.build(unlabelled, seed=0)
     with pytest.raises(features.FeatureError, match="feature_extractor='pixels'"):

@@ -23,8 +23,7 @@ def run_dir(tmp_path_factory):
 
 
 def _evaluate(run_dir, path):
-    p = params.validate("evaluate", {"run_dir": run_dir, "samples": str(path), "n_draws": 3},
-                        partial=True)
+    p = params.EvaluateParams(run_dir=run_dir, samples=str(path), n_draws=3)
     ctx = E.load_context(p)
     assert ctx.model is None and str(path) in ctx.samples_source
     ext = E.make_extractor(ctx, p)

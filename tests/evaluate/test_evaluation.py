@@ -40,7 +40,7 @@ def ctx(tmp_path_factory):
 
 
 def _p(**kw):
-    return {**params.defaults("evaluate"), "n_draws": 3, **kw}
+    return params.typed("evaluate", {"n_draws": 3, **kw})
 
 
 @pytest.mark.slow

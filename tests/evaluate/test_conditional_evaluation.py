@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
     spec = data.DataSpec.build(ds, seed=0)
     run = RunFolder(tmp_path_factory.mktemp("run"))
     spec.save(run.data_spec)
-    p = {**params.defaults("evaluate"), "n_draws": 3}
+    p = params.EvaluateParams(n_draws=3)
     ctx = E.Context(run, ds, spec, None, "stub")
     return ds, spec, run, p, E.make_extractor(ctx, p)
 

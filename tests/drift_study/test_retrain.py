@@ -17,21 +17,12 @@ from genlab.drift_study.study import pca_representation
 from genlab.models import build_model, load_model
 from genlab.ops.runs import RunFolder
 from genlab.drift_study.shifts import Pool, Shift
+from genlab.params import DriftStudyParams
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    ds = data.load_dataset("digits")
-    spec = data.DataSpec.build(ds, seed=0)
-    run = RunFolder(tmp_path_factory.mktemp("run"))
-    spec.save(run.data_spec)
-    training.seed_everything(0)
-    model = build_model("vae", list(ds.data_shape), latent_dim=4, arch="mlp", width=16, depth=1)
-    x = torch.from_numpy(ds.x[spec.pool("members")][:128])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64)
-    res = training.fit(model, train_dataloaders=loader, ckpt_dir=run.checkpoints,
-                       cfg=training.TrainConfig(max_epochs=1, batch_size=64, seed=0))
-    shutil.copyfile(res.last_ckpt, run.model_ckpt)
+def ctx(digits, digits_spec, tiny_run):
+    ds, spec, run = digits, digits_spec, tiny_run
     members = ds.x[spec.pool("members")]
     reps = {"pca": pca_representation(members, 5)}
     reference = ds.x[spec.pool("holdout_a")]
@@ -40,10 +31,11 @@ def ctx(tmp_path_factory):
             "pool": Pool(ds.x[prod], ds.y[prod])}
 
 
-def _p(**kw):
-    return {"seed": 0, "alpha": 0.05, "n_permutations": 99, "retrain_detector": "mmd",
-            "retrain_representation": "pca", "retrain_threshold": 0.01, "retrain_min_window": 50,
-            "retrain_shift": "transform:large", "retrain_epochs": 1, **kw}
+BASE = {"n_permutations": 99, "retrain_shift": "transform:large", "retrain_epochs": 1}
+
+
+def _p(**kw) -> DriftStudyParams:
+    return DriftStudyParams(**{**BASE, **kw})
 
 
 def _digests(run: RunFolder) -> dict[str, str]:
@@ -135,7 +127,7 @@ def _npz(tmp_path, name, x):
 
 def test_production_npz_drift_and_no_drift(ctx, tmp_path):
     pool = ctx["pool"]
-    p = {"seed": 0, "alpha": 0.05, "n_permutations": 99}
+    p = DriftStudyParams(n_permutations=99)
     clean = _npz(tmp_path, "clean", pool.x[:120])
     shifted = _npz(tmp_path, "shifted", Shift("transform", "large", 1.0).draw(
         pool, 120, np.random.default_rng(1)))
@@ -153,4 +145,4 @@ def test_production_of_the_wrong_shape_is_refused(ctx, tmp_path):
     x = _npz(tmp_path, "small", np.zeros((10, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         drift_retrain.production_check(ctx["reference"], x, ctx["reps"],
-                                       {"seed": 0, "alpha": 0.05, "n_permutations": 19})
+                                       DriftStudyParams(n_permutations=19))

@@ -7,7 +7,7 @@ from scipy import stats
 
 from genlab.drift_study import detectors as drift
 from genlab.drift_study import monitor
-from genlab.numerics import frechet_distance
+from genlab.params import DriftStudyParams
 from genlab.drift_study.study import StudyConfig, run_study, study_headline
 from genlab.drift_study.shifts import Pool, Shift, catalogue, random_affine
 
@@ -87,12 +87,6 @@ def test_chi2_and_wilson_and_flags():
     assert drift.calibration_flag(1, 20, 0.05) == "ok"
     assert drift.calibration_flag(6, 20, 0.05) == "mis-calibrated"
     assert drift.calibration_flag(0, 200, 0.05) == "conservative"
-
-
-def test_frechet_distance_of_shifted_gaussians():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(5000, 3))
-    assert frechet_distance(a, a + 2.0) == pytest.approx(12.0, rel=1e-6)
 
 
 @pytest.mark.parametrize("call, fragment", [
@@ -267,7 +261,7 @@ def test_study_rows_have_null_rows_cis_and_are_reproducible():
     ref = (0.2 + 0.05 * rng.random((200, 1, 8, 8))).astype(np.float32)
     pool = Pool((0.2 + 0.05 * rng.random((200, 1, 8, 8))).astype(np.float32))
     reps = {"pixels": lambda x: x.reshape(len(x), -1).astype(np.float64)}
-    p = {"full": False, "trials": 5, "alpha": 0.05, "n_permutations": 20, "seed": 0}
+    p = DriftStudyParams(trials=5, n_permutations=20)
     cfg = StudyConfig.from_params(p, 200, 200)
     cfg.shifts = [("none", "-"), ("gaussian_noise", "large")]
     cfg.sizes, cfg.null_trials = (20,), 6

@@ -18,48 +18,21 @@ from genlab.models import build_model
 from genlab.privacy_audit.audit import run_audit
 from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
-quiet_lightning()
-DS = data.load_dataset("digits")
-SPEC = data.DataSpec.build(DS, seed=0, n_train=32)
-
-
-def pool(name: str) -> torch.Tensor:
-    return torch.from_numpy(DS.x[SPEC.pool(name)])
-
-
-def train_ddpm(x: torch.Tensor, steps: int, *, y: torch.Tensor | None = None, seed: int = 0,
-               timesteps: int = 100, **hp):
-    """A tiny U-Net DDPM trained full-batch on ``x`` (labels ``y`` for a conditional one) by its
-    own ``training_step`` in a plain loop (no Lightning per-epoch cost): with 32 records, ~100
-    steps overfit it enough for the attack to see."""
-    seed_everything(seed)
-    model = build_model("ddpm", list(DS.data_shape), width=16, timesteps=timesteps, ema_decay=0.99, **hp)
-    opt = torch.optim.Adam(model.net.parameters(), lr=2e-3)
-    batch = (x, torch.full((len(x),), -1) if y is None else y)
-    for _ in range(steps):
-        loss = model.training_step(batch, 0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.update_ema()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def overfit():
-    return train_ddpm(pool("members"), steps=100)
+def overfit(d32, train_ddpm):
+    return train_ddpm(d32.x("members"), steps=100)
 
 
 def _audit_params(**kw):
-    return params.validate("privacy_audit", {**params.defaults("privacy_audit"), **kw})
+    return params.PrivacyAuditParams(**kw)
 
 
-def test_denoising_attack_finds_members_and_not_between_non_members(overfit):
-    hold = pool("holdout_a")
+def test_denoising_attack_finds_members_and_not_between_non_members(d32, overfit):
+    hold = d32.x("holdout_a")
     assert len(hold) >= 96
-    fitted = fit_attacks(overfit, hold[:20], pool("holdout_b")[:100], mc_samples=4)
+    fitted = fit_attacks(overfit, hold[:20], d32.x("holdout_b")[:100], mc_samples=4)
     assert "denoising" in fitted.names and fitted.info["denoising_timesteps"] == [5, 10, 20, 30]
-    members = fitted.score(pool("members"))["denoising"]
+    members = fitted.score(d32.x("members"))["denoising"]
     non_a, non_b = fitted.score(hold[:32])["denoising"], fitted.score(hold[32:96])["denoising"]
     auc = privacy.roc_auc(members, non_a).auc
     null = privacy.roc_auc(non_a, non_b).auc
@@ -69,8 +42,8 @@ def test_denoising_attack_finds_members_and_not_between_non_members(overfit):
     assert 0.3 < null < 0.7
 
 
-def test_denoising_scores_are_deterministic_and_leave_rng_and_mode(overfit):
-    x = pool("holdout_a")[:8]
+def test_denoising_scores_are_deterministic_and_leave_rng_and_mode(d32, overfit):
+    x = d32.x("holdout_a")[:8]
     overfit.train()
     rng = torch.get_rng_state()
     ts = timesteps_at(overfit, DENOISING_FRACTIONS)
@@ -86,17 +59,17 @@ def test_denoising_scores_are_deterministic_and_leave_rng_and_mode(overfit):
     np.testing.assert_array_equal(loss, model_loss(overfit, x, mc_samples=3, seed=0))
 
 
-def test_unconditional_ddpm_ignores_labels_and_gets_only_its_attacks(overfit):
+def test_unconditional_ddpm_ignores_labels_and_gets_only_its_attacks(d32, overfit):
     assert available_attacks(overfit) == ["denoising", "secmi", "distance", "mc_ball", "domias"]
-    x = pool("holdout_a")[:6]
-    y = torch.from_numpy(DS.y[SPEC.pool("holdout_a")][:6])
+    x = d32.x("holdout_a")[:6]
+    y = torch.from_numpy(d32.ds.y[d32.spec.pool("holdout_a")][:6])
     np.testing.assert_array_equal(model_loss(overfit, x, mc_samples=2, labels=y),
                                   model_loss(overfit, x, mc_samples=2))
 
 
-def test_audit_runs_end_to_end_on_a_ddpm(tmp_path, overfit):
+def test_audit_runs_end_to_end_on_a_ddpm(d32, tmp_path, overfit):
     p = _audit_params(n_audit=32, n_generated=40, mc_samples=2, ct_cells=3)
-    audit = run_audit(overfit, DS, SPEC, tmp_path, p)
+    audit = run_audit(overfit, d32.ds, d32.spec, tmp_path, p)
     rows = {r["attack"]: r for r in audit.attacks}
     assert set(rows) == {"denoising", "secmi", "distance", "mc_ball", "domias"}
     assert set(rows["denoising"]) == set(rows["distance"])
@@ -108,9 +81,9 @@ def test_audit_runs_end_to_end_on_a_ddpm(tmp_path, overfit):
     assert (fit_info["secmi_t"], fit_info["secmi_k"]) == (10, 1)
 
 
-def test_secmi_round_trip_is_exact_for_a_constant_denoiser_and_deterministic(overfit):
-    x = pool("holdout_a")[:8]
-    untrained = build_model("ddpm", list(DS.data_shape), width=8, timesteps=100)  # ε̂ ≡ 0 at init
+def test_secmi_round_trip_is_exact_for_a_constant_denoiser_and_deterministic(d32, overfit):
+    x = d32.x("holdout_a")[:8]
+    untrained = build_model("ddpm", list(d32.ds.data_shape), width=8, timesteps=100)  # ε̂ ≡ 0 at init
     assert np.abs(secmi_t_errors(untrained, x, 10, 1)).max() < 1e-20
     rng = torch.get_rng_state()
     a, b = secmi_t_errors(overfit, x, 10, 1), secmi_t_errors(overfit, x.numpy(), 10, 1)
@@ -120,22 +93,22 @@ def test_secmi_round_trip_is_exact_for_a_constant_denoiser_and_deterministic(ove
         secmi_t_errors(overfit, x, 100, 1)
 
 
-def test_lira_shadows_of_a_ddpm(tmp_path):
+def test_lira_shadows_of_a_ddpm(d32, train_ddpm, tmp_path):
     """LiRA rebuilds shadows from the DDPM's hyper-parameters and trains them with Lightning."""
-    model = train_ddpm(pool("members"), steps=20, timesteps=20)
+    model = train_ddpm(d32.x("members"), steps=20, timesteps=20)
     p = _audit_params(n_audit=32, n_generated=40, mc_samples=2, ct_cells=3, lira_shadows=2,
                       lira_epochs=1)
-    audit = run_audit(model, DS, SPEC, tmp_path, p)
+    audit = run_audit(model, d32.ds, d32.spec, tmp_path, p)
     assert "lira" in {r["attack"] for r in audit.attacks}
     assert sorted(d.name for d in (tmp_path / "shadows").iterdir()) == ["0", "1"]
     assert np.isfinite(audit.numbers["mia_auc_lira"])
 
 
-def test_dp_trains_the_ddpm_denoiser_and_never_its_ema(tmp_path):
+def test_dp_trains_the_ddpm_denoiser_and_never_its_ema(d32, tmp_path):
     seed_everything(0)
-    model = build_model("ddpm", list(DS.data_shape), width=8, timesteps=50)
+    model = build_model("ddpm", list(d32.ds.data_shape), width=8, timesteps=50)
     dp.check_supported(model)
-    x = pool("holdout_b")[:128]
+    x = d32.x("holdout_b")[:128]
     loader = DataLoader(TensorDataset(x, torch.full((len(x),), -1)), batch_size=32)
     state = dp.make_private(model, loader, target_epsilon=4.0, target_delta=1e-5, max_grad_norm=1.0,
                             epochs=2, accountant="rdp")
@@ -151,12 +124,12 @@ def test_dp_trains_the_ddpm_denoiser_and_never_its_ema(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.ema.parameters()))
 
 
-def test_dp_refuses_a_layer_opacus_cannot_handle_naming_the_parameter():
-    model = build_model("ddpm", list(DS.data_shape), width=8, timesteps=10)
+def test_dp_refuses_a_layer_opacus_cannot_handle_naming_the_parameter(d32):
+    model = build_model("ddpm", list(d32.ds.data_shape), width=8, timesteps=10)
     model.net.scale = torch.nn.Parameter(torch.ones(1))  # a bare parameter: no per-sample gradient
     with pytest.raises(dp.DPError, match=r"parameter 'net\.scale' belongs to a UNet layer"):
         dp.check_supported(model)
-    model = build_model("ddpm", list(DS.data_shape), width=8, timesteps=10)
+    model = build_model("ddpm", list(d32.ds.data_shape), width=8, timesteps=10)
     model.net.out[0] = torch.nn.BatchNorm2d(8)
     with pytest.raises(dp.DPError, match="BatchNorm"):
         dp.check_supported(model)

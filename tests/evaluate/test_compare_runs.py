@@ -15,8 +15,8 @@ from genlab.ops.runs import RunFolder
 def _train(folder, model, seed=0):
     """A tiny run on the toy data (2 epochs), built as 01_train builds one."""
     ds = data.load_dataset("toy")
-    p = params.validate("train", {"dataset": "toy", "model": model, "max_epochs": 2, "width": 32,
-                                  "seed": seed, "batch_size": 128}, partial=True)
+    p = params.typed("train", {"dataset": "toy", "model": model, "max_epochs": 2, "width": 32,
+                                  "seed": seed, "batch_size": 128})
     run = RunFolder(folder)
     spec = data.DataSpec.build(ds, seed=seed)
     spec.save(run.data_spec)
@@ -35,8 +35,7 @@ def runs(tmp_path_factory):
 
 
 def _p(**kw):
-    return params.validate("evaluate", {**params.defaults("evaluate"), "n_draws": 3,
-                                        "n_samples": 200, **kw}, partial=True)
+    return params.typed("evaluate", {"n_draws": 3, "n_samples": 200, **kw})
 
 
 def test_two_models_one_table_in_own_folder(runs):

@@ -19,9 +19,7 @@ DS = data.load_dataset("digits")
 
 
 def _params(**kw):
-    p = params.defaults("privacy_audit")
-    p.update(kw)
-    return params.validate("privacy_audit", p)
+    return params.PrivacyAuditParams(**kw)
 
 
 def _spec(n_train):
@@ -114,9 +112,9 @@ def test_dp_vae_attacks_fail_and_bound_below_accountant(tmp_path):
     01_train path: experiment.datamodule + experiment.train), with 60 canaries."""
     spec = _spec(OVERFIT_N)
     run = RunFolder(tmp_path / "run")
-    p = params.validate("train", {**params.defaults("train"), "width": OVERFIT_WIDTH, "max_epochs": 15,
+    p = params.typed("train", {"width": OVERFIT_WIDTH, "max_epochs": 15,
                                   "batch_size": 50, "dp": True, "target_epsilon": 1.0,
-                                  "canaries": 60, "n_train": OVERFIT_N}, partial=True)
+                                  "canaries": 60, "n_train": OVERFIT_N})
     seed_everything(0)
     model = experiment.model_from_params(p, DS.data_shape)
     dm = experiment.datamodule(DS, spec, run, p)
@@ -173,8 +171,8 @@ def test_lira_shadows_end_to_end(tmp_path):
 
     spec = _spec(100)
     run = RunFolder(tmp_path / "run")
-    p = params.validate("train", {**params.defaults("train"), "max_epochs": 2, "batch_size": 50,
-                                  "n_train": 100}, partial=True)
+    p = params.typed("train", {"max_epochs": 2, "batch_size": 50,
+                                  "n_train": 100})
     seed_everything(0)
     model = experiment.model_from_params(p, DS.data_shape)
     result, _ = experiment.train(model, experiment.datamodule(DS, spec, run, p), run, p)
@@ -253,9 +251,9 @@ def test_dp_gan_trains_audits_and_bound_below_accountant(tmp_path):
 
     spec = _spec(OVERFIT_N)
     run = RunFolder(tmp_path / "run")
-    p = params.validate("train", {**params.defaults("train"), "model": "gan", "max_epochs": 3,
+    p = params.typed("train", {"model": "gan", "max_epochs": 3,
                                   "batch_size": 50, "dp": True, "target_epsilon": 1.0,
-                                  "canaries": 40, "n_train": OVERFIT_N}, partial=True)
+                                  "canaries": 40, "n_train": OVERFIT_N})
     seed_everything(0)
     model = experiment.model_from_params(p, DS.data_shape)
     assert model.hparams["spectral_norm"] is False

@@ -234,17 +234,14 @@ def test_checkpoint_roundtrip_with_ema(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.data / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(d.target, dtype=torch.int64)
+def loaders(digits):
+    """Train and val records of digits as TensorDatasets (x, label)."""
+    x, y = torch.from_numpy(digits.x), torch.from_numpy(digits.y)
     return TensorDataset(x[:256], y[:256]), TensorDataset(x[256:356], y[256:356])
 
 
-def test_fit_checkpoints_and_val_loss_reproducible(digits, tmp_path):
-    train, val = digits
+def test_fit_checkpoints_and_val_loss_reproducible(loaders, tmp_path):
+    train, val = loaders
     seed_everything(0)
     m = build_model("ddpm", [1, 8, 8], width=8, timesteps=100)
     cfg = TrainConfig(max_epochs=2, seed=0)

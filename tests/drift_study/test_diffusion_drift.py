@@ -3,7 +3,6 @@ one column, is deterministic, rises on shifted records and feeds the retraining 
 
 import numpy as np
 import pytest
-from test_diffusion_privacy import DS, pool, train_ddpm
 
 from genlab.drift_study import detectors as drift
 from genlab.drift_study import retrain as drift_retrain
@@ -13,14 +12,14 @@ from genlab.drift_study.shifts import Pool, Shift
 
 
 @pytest.fixture(scope="module")
-def ddpm():
-    return train_ddpm(pool("members")[:64], steps=100)
+def ddpm(d32, train_ddpm):
+    return train_ddpm(d32.x("members")[:64], steps=100)
 
 
-def test_score_representation_is_the_mid_timestep_loss(ddpm):
+def test_score_representation_is_the_mid_timestep_loss(d32, ddpm):
     reps = model_representations(ddpm)
     assert set(reps) == {"score"}
-    x = DS.x[:10]
+    x = d32.ds.x[:10]
     s = reps["score"](x)
     assert s.shape == (10, 1) and s.dtype == np.float64
     np.testing.assert_array_equal(s, reps["score"](x))
@@ -28,10 +27,10 @@ def test_score_representation_is_the_mid_timestep_loss(ddpm):
     np.testing.assert_array_equal(s, denoising_losses(ddpm, x, [50], draws=4, seed=12_345))
 
 
-def test_score_moves_under_a_shift_and_mmd_sees_it(ddpm):
+def test_score_moves_under_a_shift_and_mmd_sees_it(d32, ddpm):
     score = model_representations(ddpm)["score"]
-    reference = pool("holdout_a").numpy()[:100]
-    prod = Pool(pool("holdout_b").numpy())
+    reference = d32.x("holdout_a").numpy()[:100]
+    prod = Pool(d32.x("holdout_b").numpy())
     rng = np.random.default_rng(0)
     clean = Shift("none").draw(prod, 100, rng)
     noisy = Shift("gaussian_noise", "large").draw(prod, 100, rng)
@@ -44,8 +43,8 @@ def test_score_moves_under_a_shift_and_mmd_sees_it(ddpm):
     assert hit.detected and not miss.detected
 
 
-def test_retrain_score_uses_the_ddpm_score(ddpm):
-    held = DS.x[:20]
+def test_retrain_score_uses_the_ddpm_score(d32, ddpm):
+    held = d32.ds.x[:20]
     expected = float(model_representations(ddpm)["score"](held).mean())
     assert drift_retrain._score(ddpm, held) == pytest.approx(expected)
-    assert drift_retrain._score(build_model("gan", list(DS.data_shape)), held) is None
+    assert drift_retrain._score(build_model("gan", list(d32.ds.data_shape)), held) is None

@@ -29,12 +29,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.data / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(d.target, dtype=torch.int64)
+def loaders(digits):
+    """Train and val records of digits as TensorDatasets (x, label)."""
+    x, y = torch.from_numpy(digits.x), torch.from_numpy(digits.y)
     return TensorDataset(x[:384], y[:384]), TensorDataset(x[384:512], y[384:512])
 
 
@@ -55,10 +52,10 @@ def _model(kind, seed=0, **kw):
     return build_model(kind, [1, 8, 8], **{**SMALL, **kw})
 
 
-def _fit(kind, digits, ckpt_dir, seed=0, model_seed=None, **cfg_kw):
+def _fit(kind, loaders, ckpt_dir, seed=0, model_seed=None, **cfg_kw):
     cfg = TrainConfig(**{"max_epochs": 2, "seed": seed, **cfg_kw})
     model = _model(kind, seed if model_seed is None else model_seed)
-    return model, fit(model, DigitsDM(*digits), ckpt_dir=ckpt_dir, cfg=cfg)
+    return model, fit(model, DigitsDM(*loaders), ckpt_dir=ckpt_dir, cfg=cfg)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -66,8 +63,8 @@ def _same(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fit_writes_checkpoints_and_history(kind, digits, tmp_path):
-    model, res = _fit(kind, digits, tmp_path / "ck")
+def test_fit_writes_checkpoints_and_history(kind, loaders, tmp_path):
+    model, res = _fit(kind, loaders, tmp_path / "ck")
     assert isinstance(res, FitResult)
     assert res.last_ckpt == tmp_path / "ck" / "last.ckpt" and res.last_ckpt.is_file()
     assert res.best_ckpt == tmp_path / "ck" / "best.ckpt" and res.best_ckpt.is_file()
@@ -90,10 +87,10 @@ def test_fit_writes_checkpoints_and_history(kind, digits, tmp_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_reevaluate_checkpoints(kind, digits, tmp_path):
-    _, res = _fit(kind, digits, tmp_path / "ck")
+def test_reevaluate_checkpoints(kind, loaders, tmp_path):
+    _, res = _fit(kind, loaders, tmp_path / "ck")
     cfg = TrainConfig()
-    dm = DigitsDM(*digits)
+    dm = DigitsDM(*loaders)
     best = validation_loss(load_model(res.best_ckpt), dm, cfg=cfg)
     last = validation_loss(load_model(res.last_ckpt), cfg=cfg, val_dataloaders=dm.val_dataloader())
     assert best == pytest.approx(res.best_val_loss, abs=1e-6)
@@ -101,24 +98,24 @@ def test_reevaluate_checkpoints(kind, digits, tmp_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_same_seed_identical_other_seed_differs(kind, digits, tmp_path):
-    m1, r1 = _fit(kind, digits, tmp_path / "a")
-    m2, r2 = _fit(kind, digits, tmp_path / "b")
+def test_same_seed_identical_other_seed_differs(kind, loaders, tmp_path):
+    m1, r1 = _fit(kind, loaders, tmp_path / "a")
+    m2, r2 = _fit(kind, loaders, tmp_path / "b")
     assert _same(m1.state_dict(), m2.state_dict())
     assert r1.history == r2.history
     assert (tmp_path / "a" / "last.ckpt").read_bytes() == (tmp_path / "b" / "last.ckpt").read_bytes()
     # same initial weights, other training seed (shuffling and noise)
-    m3, r3 = _fit(kind, digits, tmp_path / "c", seed=1, model_seed=0)
+    m3, r3 = _fit(kind, loaders, tmp_path / "c", seed=1, model_seed=0)
     assert not _same(m1.state_dict(), m3.state_dict())
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_resume_2_plus_2_equals_4_after_move(kind, digits, tmp_path):
-    straight, r4 = _fit(kind, digits, tmp_path / "straight", max_epochs=4)
-    _, r2 = _fit(kind, digits, tmp_path / "staging", max_epochs=2)
+def test_resume_2_plus_2_equals_4_after_move(kind, loaders, tmp_path):
+    straight, r4 = _fit(kind, loaders, tmp_path / "straight", max_epochs=4)
+    _, r2 = _fit(kind, loaders, tmp_path / "staging", max_epochs=2)
     shutil.move(tmp_path / "staging", tmp_path / "final")  # the run folder is renamed after writing
     resumed = _model(kind, seed=123)  # whatever the initial weights: they are restored
-    rr = fit(resumed, DigitsDM(*digits), ckpt_dir=tmp_path / "final", cfg=TrainConfig(max_epochs=4, seed=0),
+    rr = fit(resumed, DigitsDM(*loaders), ckpt_dir=tmp_path / "final", cfg=TrainConfig(max_epochs=4, seed=0),
              resume_from=tmp_path / "final" / "last.ckpt")
     assert _same(straight.state_dict(), resumed.state_dict())
     assert rr.history == r4.history and rr.epochs_run == 4
@@ -130,8 +127,8 @@ def test_resume_2_plus_2_equals_4_after_move(kind, digits, tmp_path):
     assert _same(best["state_dict"], torch.load(r4.best_ckpt, weights_only=True)["state_dict"])
 
 
-def test_init_from_checkpoint(digits, tmp_path):
-    src, res = _fit("vae", digits, tmp_path / "ck")
+def test_init_from_checkpoint(loaders, tmp_path):
+    src, res = _fit("vae", loaders, tmp_path / "ck")
     dst = _model("vae", seed=7)
     assert not _same(src.state_dict(), dst.state_dict())
     init_from_checkpoint(dst, res.last_ckpt)
@@ -145,19 +142,19 @@ def test_init_from_checkpoint(digits, tmp_path):
         init_from_checkpoint(dst, tmp_path / "nope.ckpt")
 
 
-def test_early_stopping_stops(digits, tmp_path):
+def test_early_stopping_stops(loaders, tmp_path):
     # lr so small that the float32 weights never change: val_loss never improves after epoch 0
     model = _model("vae", lr=1e-12)
-    res = fit(model, DigitsDM(*digits), ckpt_dir=tmp_path / "es",
+    res = fit(model, DigitsDM(*loaders), ckpt_dir=tmp_path / "es",
               cfg=TrainConfig(max_epochs=20, early_stopping_patience=2))
     assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 0
 
 
-def test_val_every_n_epochs_final_loss(digits, tmp_path):
-    model, res = _fit("vae", digits, tmp_path / "ck", max_epochs=3, check_val_every_n_epoch=2)
+def test_val_every_n_epochs_final_loss(loaders, tmp_path):
+    model, res = _fit("vae", loaders, tmp_path / "ck", max_epochs=3, check_val_every_n_epoch=2)
     assert ["val_loss" in r for r in res.history] == [False, True, False]
     assert res.final_val_loss == pytest.approx(
-        validation_loss(load_model(res.last_ckpt), DigitsDM(*digits), cfg=TrainConfig()), abs=1e-6)
+        validation_loss(load_model(res.last_ckpt), DigitsDM(*loaders), cfg=TrainConfig()), abs=1e-6)
     assert res.best_val_loss == res.history[1]["val_loss"]
 
 
@@ -170,9 +167,9 @@ def test_build_trainer_options(tmp_path):
     assert any(type(c).__name__ == "EarlyStopping" for c in t.callbacks)
 
 
-def test_quiet(digits, tmp_path, capfd, recwarn):
+def test_quiet(loaders, tmp_path, capfd, recwarn):
     quiet_lightning()
-    _fit("vae", digits, tmp_path / "ck", max_epochs=1)
+    _fit("vae", loaders, tmp_path / "ck", max_epochs=1)
     out, err = capfd.readouterr()
     text = out + err + "".join(str(w.message) for w in recwarn)
     for noise in ("GPU available", "Seed set", "LeafSpec", "weights_only", "log_every_n_steps", "num_workers"):

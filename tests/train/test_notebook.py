@@ -10,7 +10,7 @@ DIGITS = data.load_dataset("digits")
 
 
 def _p(**kw):
-    return params.validate("train", kw, partial=True)
+    return params.TrainParams(**kw)
 
 
 @pytest.mark.parametrize("kw, fragment", [
