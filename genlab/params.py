@@ -249,7 +249,7 @@ DRIFT_STUDY = _COMMON + [
     Param("retrain_min_window", 50, int, "retraining rule: production records needed", low=10,
           high=1_000_000),
     Param("retrain_shift", "transform:medium", str, "shift of the retraining scenario "
-          "(kind[:intensity], see genlab.shifts)"),
+          "(kind[:intensity], see genlab.drift_study.shifts)"),
     Param("retrain_epochs", 30, int, "fine-tuning epochs after drift", low=1, high=100_000),
     Param("production", None, str, "your own production data (.npz / image folder) to test "
           "against the reference", optional=True),

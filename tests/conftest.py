@@ -82,6 +82,15 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def digits_run(tmp_path_factory, digits_spec) -> RunFolder:
+    """A run folder holding only the digits data spec (what 01_train writes first): for
+    evaluations of stub generators and external samples (no model.ckpt)."""
+    run = RunFolder(tmp_path_factory.mktemp("digits-run"))
+    digits_spec.save(run.data_spec)
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, digits, digits_spec) -> RunFolder:
     """A run folder as 01_train leaves it (data spec, model.ckpt) for the tests that need a real
     checkpoint: a small VAE trained 1 epoch on 128 members (seconds). Tests may add artifacts

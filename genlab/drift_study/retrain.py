@@ -28,6 +28,7 @@ from genlab.models import is_conditional
 from genlab.models import load_model
 from genlab.ops.runs import RunFolder
 from genlab.drift_study.shifts import Pool, Shift
+from genlab.params import DriftStudyParams
 
 RETRAIN_DIR = "drift_retrain"
 
@@ -41,7 +42,7 @@ def parse_shift(name: str) -> Shift:
 
 
 def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
-                     reps: Mapping[str, Representation], p: Mapping[str, Any]) -> dict[str, Any]:
+                     reps: Mapping[str, Representation], p: DriftStudyParams) -> dict[str, Any]:
     """Shift the whole production pool, decide on a window, fine-tune if the rule fires, and
     compare old and new models on a held-out part. Returns flat numbers for the report."""
     rep, test = p.retrain_representation, p.retrain_detector
@@ -58,15 +59,15 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
     tune, held = shifted[:half], shifted[half:]
     if p.retrain_min_window > len(tune):
         raise ValueError(f"retrain_min_window: expected <= {len(tune)} (half the production "
-                         f"pool), got {p['retrain_min_window']}")
+                         f"pool), got {p.retrain_min_window}")
     window = tune[: p.retrain_min_window]
     f = reps[rep]
     with single_threaded():
         decision = run_test(test, f(reference), f(window), alpha=p.retrain_threshold,
                             n_permutations=p.n_permutations, rng=rng)
     out: dict[str, Any] = {
-        "retrain_rule": f"{test}@{rep} p <= {p['retrain_threshold']} on >= "
-                        f"{p['retrain_min_window']} records",
+        "retrain_rule": f"{test}@{rep} p <= {p.retrain_threshold} on >= "
+                        f"{p.retrain_min_window} records",
         "retrain_shift": shift.name, "retrain_window_pvalue": decision.p_value,
         "retrain_recommended": decision.detected,
     }
@@ -91,7 +92,7 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
     return out
 
 
-def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any],
+def fine_tune(run: RunFolder, x: np.ndarray, p: DriftStudyParams,
               labels: np.ndarray | None = None):
     """Fine-tune a copy of the run's model on `x` (with class `labels` for a conditional model,
     whose class prior becomes their shares) for `retrain_epochs` epochs (seeded, deterministic)
@@ -114,7 +115,7 @@ def fine_tune(run: RunFolder, x: np.ndarray, p: Mapping[str, Any],
 
 
 def _compare(model, when: str, which: str, reference: np.ndarray, held: np.ndarray,
-             feat: Representation, f: Representation, p: Mapping[str, Any]) -> dict[str, Any]:
+             feat: Representation, f: Representation, p: DriftStudyParams) -> dict[str, Any]:
     """The same three measurements for the old model (before) and the fine-tuned one (after):
     FD of its samples to the held-out part, its score there, and the MMD p-value of the
     held-out part against the reference that model stands for (old: holdout_a, new: the
@@ -154,7 +155,7 @@ def _score(model, held: np.ndarray) -> float | None:
 
 
 def production_check(reference: np.ndarray, production: np.ndarray,
-                     reps: Mapping[str, Representation], p: Mapping[str, Any]) -> list[dict]:
+                     reps: Mapping[str, Representation], p: DriftStudyParams) -> list[dict]:
     """Every test on every representation: the user's production data vs the reference."""
     if production.shape[1:] != reference.shape[1:]:
         raise ValueError(f"production: expected records of shape {reference.shape[1:]} like the "

@@ -1,6 +1,6 @@
-"""Glue for `04_drift_study.ipynb`: representations, the detection study, the stream monitor,
-the retraining trigger and the real-production check. The notebook narrates and plots; the
-logic lives here and in `drift.py` (tests), `shifts.py` (shifts) and `monitor.py` (streams).
+"""The drift study: representations, the detection study over shifts × δ × n × representation ×
+test, its tables and headline, and the border-pixel artefact. Tests are in `detectors.py`,
+shifts in `shifts.py`, the stream monitor in `monitor.py`, retraining in `retrain.py`.
 
 Seeding: every trial draws from `np.random.default_rng([seed, stage, cell, trial])`, so each
 number depends only on the parameters, not on the order or number of other cells. Wall-clock
@@ -17,21 +17,17 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
 
 from genlab.drift_study import detectors as drift
-from genlab.drift_study import monitor
 from genlab.models.scoring import model_representations
 from genlab.numerics import flatten, single_threaded
 from genlab.ops.runs import RunFolder, atomic_write_text
-from genlab.drift_study.shifts import CLASS_SHIFTS, Pool, Shift, catalogue
+from genlab.drift_study.monitor import Representation
+from genlab.drift_study.shifts import Pool, Shift, catalogue
+from genlab.params import DriftStudyParams
 
-Representation = Callable[[np.ndarray], np.ndarray]
 REPRESENTATIONS = ("pixels", "pca", "latent", "score", "softmax", "features")
 TESTS = ("mmd", "ks_bonferroni", "ks_fdr", "c2st", "chi2")
-MONITOR_SHIFTS = ("gaussian_noise:medium", "transform:medium", "occlusion:medium", "knockout",
-                  "contamination")
-
 
 # --------------------------------------------------------------------------- representations
 def pca_representation(fit_x: np.ndarray, k: int) -> Representation:
@@ -48,7 +44,7 @@ def build_representations(model, ds, spec, run: RunFolder, *, pca_components: in
     """All representations available for this run, and notes on where they came from.
 
     BBSD's softmax and the classifier's features come from the evaluation's extractor
-    (`genlab.features`, trained on members, cached in the run) when the data has labels."""
+    (`genlab.evaluate.features`, trained on members, cached in the run) when the data has labels."""
     members = ds.x[spec.pool("members")]
     reps: dict[str, Representation] = {"pixels": flatten,
                                        "pca": pca_representation(members, pca_components)}
@@ -101,7 +97,7 @@ class StudyConfig:
     seed: int
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], n_ref: int, n_prod: int) -> "StudyConfig":
+    def from_params(cls, p: DriftStudyParams, n_ref: int, n_prod: int) -> "StudyConfig":
         """Default: n ∈ {20, 50, 100}, δ ∈ {0.5, 1}, `trials` per cell (no-shift cells at least
         50). Full: n from 10 up to what the pools allow, δ ∈ {0.1, 0.5, 1}, ≥ 100 trials (no-
         shift ≥ 200). Sizes are capped at half the smaller pool so samples differ by trial."""
@@ -240,127 +236,6 @@ def write_test_timings(run: RunFolder, result: StudyResult, extra: Mapping[str, 
         **{k: round(v, 3) for k, v in dict(extra).items()},
     }
     atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True) + "\n")
-
-
-# ------------------------------------------------------------------------------ stream monitor
-@dataclass
-class MonitorResult:
-    thresholds: dict[str, float]
-    arl0: dict[str, dict[str, float]]  # detector -> measured ARL₀ on production no-drift streams
-    delays: list[dict]  # detector × shift rows
-    examples: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # one drift stream
-
-
-def run_monitor(reference_pool: np.ndarray, pool: Pool, reps: Mapping[str, Representation], *,
-                representation: str, window: int, arl0_target: int, n_streams: int,
-                drift_start: int, seed: int, shifts: tuple[str, ...] = MONITOR_SHIFTS
-                ) -> MonitorResult:
-    """Calibrate the windowed-MMD, CUSUM and Page–Hinkley thresholds on simulated no-drift
-    streams, measure ARL₀ on independent ones, and the detection delay per shift.
-
-    Consistent calibration: a no-drift stream is a resampling of the no-drift production pool
-    (holdout_b). The calibration streams and the measurement streams are drawn the same way from
-    that pool, with independent seeds, so the measured ARL₀ checks the threshold on streams it
-    never saw, from the same distribution. Every detector compares against the whole reference
-    pool (holdout_a): the windowed MMD's reference set, and the mean / standard deviation that
-    standardise the per-record score for CUSUM / Page–Hinkley.
-
-    Why not calibrate on reference streams: each pool is a finite sample (about 180 records on
-    digits), and a monitor's no-drift run length depends on which sample the stream resamples
-    (its MMD to the reference set, its score mean against the reference's). Thresholds set on
-    streams from half of holdout_a and measured on holdout_b streams missed the target by +28%
-    (windowed MMD) and about −50% (CUSUM, Page–Hinkley). The ARL₀ reported here is therefore
-    conditional on the no-drift pool: it is what the monitor gives on streams like holdout_b.
-
-    `n_streams` no-drift streams measure ARL₀ (its CI is ±1.96 s/√n, about ±28% of the target
-    at 50 streams since run lengths are roughly geometric); the calibration uses
-    max(2000, 10 × n_streams) streams, so its own Monte-Carlo error (~2%) is small next to it.
-    Streams are 10 × the target long, so censoring is rare; drift streams switch to shifted
-    production records at step `drift_start`."""
-    if representation not in reps:
-        raise ValueError(f"monitor_representation: expected one of {sorted(reps)} for this run, "
-                         f"got {representation!r}")
-    rng = np.random.default_rng([seed, 2])
-    ref_set = reference_pool
-    # the record bank: production records, then shifted production records
-    parts, shifted = [pool.x], {}
-    offset = len(pool.x)
-    for name in shifts:
-        kind, _, intensity = name.partition(":")
-        shift = Shift(kind, intensity or "-", 1.0)
-        if shift.applicable(pool) is not None:
-            continue
-        if kind in CLASS_SHIFTS:
-            x = shift.draw_all(pool, rng)
-        else:
-            x = np.concatenate([shift.apply(pool.x, rng, pool) for _ in range(2)])
-        shifted[name] = np.arange(offset, offset + len(x))
-        parts.append(x)
-        offset += len(x)
-    bank_x = np.concatenate(parts)
-    prod_idx = np.arange(len(pool.x))
-
-    with single_threaded():
-        f = reps[representation]
-        bank = f(bank_x)
-        ref_feat = f(ref_set)
-        sigma = drift.median_bandwidth(ref_feat)
-        wmmd = monitor.WindowMMD(bank, ref_feat, window, sigma)
-        score = reps["score"](bank_x)[:, 0] if "score" in reps else None
-        length = 10 * arl0_target
-        n_cal = max(1000, 5 * n_streams)
-        cal = monitor.permutation_streams(prod_idx, n_cal, length, np.random.default_rng([seed, 3]))
-        null = monitor.permutation_streams(prod_idx, n_streams, length,
-                                           np.random.default_rng([seed, 4]))
-
-        detectors: dict[str, Callable[[np.ndarray], np.ndarray]] = {"window_mmd": wmmd.paths}
-        if score is not None:
-            ref_score = reps["score"](ref_set)[:, 0]
-            mu, sd = ref_score.mean(), ref_score.std() or 1.0
-            z = (score - mu) / sd
-            detectors["cusum_score"] = lambda idx: monitor.cusum_paths(z[idx])
-            detectors["page_hinkley_score"] = lambda idx: monitor.page_hinkley_paths(z[idx])
-        thresholds, arl0, delays, examples = {}, {}, [], {}
-        for name, paths_of in detectors.items():
-            h = monitor.calibrate_threshold(paths_of(cal), arl0_target)
-            rl, censored = monitor.run_lengths(paths_of(null), h)
-            se = rl.std(ddof=1) / np.sqrt(len(rl))
-            thresholds[name] = h
-            arl0[name] = {"measured": float(rl.mean()), "ci_low": float(rl.mean() - 1.96 * se),
-                          "ci_high": float(rl.mean() + 1.96 * se),
-                          "censored_share": float(censored.mean()), "streams": len(rl)}
-            for si, (shift_name, idx_pool) in enumerate(shifted.items()):
-                srng = np.random.default_rng([seed, 5, si])
-                before = monitor.permutation_streams(prod_idx, n_streams, drift_start, srng)
-                after = monitor.permutation_streams(idx_pool, n_streams, 4 * arl0_target, srng)
-                paths = paths_of(np.concatenate([before, after], 1))
-                d = monitor.detection_delays(paths, h, drift_start)
-                if si == 1 or name not in examples:
-                    examples[name] = (shift_name, paths[0, : drift_start + 2 * arl0_target])
-                delays.append({"detector": name, "shift": shift_name, **d})
-    return MonitorResult(thresholds, arl0, delays, examples)
-
-
-def monitor_headline(res: MonitorResult, target: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"arl0_target": target}
-    for det, key in (("window_mmd", ""), ("cusum_score", "_cusum"),
-                     ("page_hinkley_score", "_page_hinkley")):
-        if det not in res.arl0:
-            out[f"arl0_measured{key}"] = None
-            out[f"arl0_measured{key}_na_reason"] = "the model gives no per-record score"
-            out[f"mean_detection_delay{key}"] = None
-            out[f"mean_detection_delay{key}_na_reason"] = out[f"arl0_measured{key}_na_reason"]
-            continue
-        a = res.arl0[det]
-        out[f"arl0_measured{key}"] = a["measured"]
-        out[f"arl0_measured{key}_ci_low"] = a["ci_low"]
-        out[f"arl0_measured{key}_ci_high"] = a["ci_high"]
-        delays = [r["mean_delay"] for r in res.delays if r["detector"] == det
-                  and r["mean_delay"] is not None]
-        out[f"mean_detection_delay{key}"] = float(np.mean(delays)) if delays else None
-        if not delays:
-            out[f"mean_detection_delay{key}_na_reason"] = "no drift stream was detected"
-    return out
 
 
 def border_artefact(reference: np.ndarray, pool: Pool, *, alpha: float, trials: int, n: int,

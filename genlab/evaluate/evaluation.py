@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,9 +25,11 @@ from genlab import data as D
 from genlab.evaluate import features as F
 from genlab.evaluate import metrics as M
 from genlab.evaluate import classifier_metrics as U
-from genlab.models import is_conditional, load_model
+from genlab.models import is_conditional
 from genlab.models.scoring import vae_bounds
 from genlab.numerics import single_threaded, sq_dists
+from genlab.ops.open_run import open_run
+from genlab.params import EvaluateParams
 from genlab.ops.runs import RunFolder, resolve_input
 
 HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "density",
@@ -61,23 +62,15 @@ class Context:
     samples_source: str
 
 
-def load_context(p: Mapping[str, Any]) -> Context:
+def load_context(p: EvaluateParams) -> Context:
     """The run folder's data (checked against its spec) and model (or the external samples')."""
-    run = RunFolder(p.run_dir)
-    spec = D.DataSpec.load(run.require(run.data_spec, "train"))
-    ds = D.load_recorded(spec)
-    model, source = None, "model"
-    if p.samples is None:
-        model = load_model(run.require(run.model_ckpt, "train"))
-        source = f"model.ckpt ({model.model_kind})"
-    else:
-        source = f"external samples {p['samples']}"
-        if run.model_ckpt.exists():
-            model = load_model(run.model_ckpt)  # for the likelihood rows only
-    return Context(run, ds, spec, model, source)
+    opened = open_run(p, model=True if p.samples is None else None)  # else: the likelihood rows
+    source = (f"model.ckpt ({opened.model.model_kind})" if p.samples is None
+              else f"external samples {p.samples}")
+    return Context(opened.run, opened.ds, opened.spec, opened.model, source)
 
 
-def make_extractor(ctx: Context, p: Mapping[str, Any]):
+def make_extractor(ctx: Context, p: EvaluateParams):
     kind = p.feature_extractor
     if kind == "classifier":
         return F.load_or_train_extractor(ctx.run, ctx.ds, ctx.spec, seed=p.seed)
@@ -105,7 +98,7 @@ def noise_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> 
     return (np.clip(x, 0, 1) if is_image else x).astype(np.float32)
 
 
-def candidates(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True
+def candidates(ctx: Context, ext, p: EvaluateParams, *, references: bool = True
                ) -> tuple[list[Candidate], Candidate]:
     """(rows: model, real-vs-real floor, baseline; the real reference holdout_b).
 
@@ -163,7 +156,7 @@ def _subsample_size(c: Candidate, ref: Candidate, frac: float) -> int:
 
 
 def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
-                n_classes: int | None, p: Mapping[str, Any]) -> tuple[dict, dict]:
+                n_classes: int | None, p: EvaluateParams) -> tuple[dict, dict]:
     """Every metric for one candidate vs the reference, each at subsample size m with a CI."""
     m = _subsample_size(c, ref, p.subsample_frac)
     kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
@@ -224,7 +217,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     return out, extra
 
 
-def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, Any],
+def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams,
                  names) -> tuple[list[dict], list[str]]:
     """Per class: shares, and precision/recall/coverage and FD where both slices are big enough."""
     rows, notes = [], []
@@ -236,7 +229,7 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
             row["conditional_accuracy"] = float(hit.mean()) if len(hit) else None
         if min(len(rf), len(cf)) < p.min_slice:
             reason = (f"too small to judge: {len(rf)} real and {len(cf)} generated records, "
-                      f"fewer than min_slice={p['min_slice']}")
+                      f"fewer than min_slice={p.min_slice}")
             if len(cf) == 0:
                 reason = "no generated records in this class (mode dropped)"
             row.update({"precision": None, "recall": None, "coverage": None, "fd": None,
@@ -251,7 +244,7 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: Mapping[str, A
     return rows, notes
 
 
-def evaluate(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True) -> Evaluation:
+def evaluate(ctx: Context, ext, p: EvaluateParams, *, references: bool = True) -> Evaluation:
     """All rows' metrics, TRTR, calibration, class slices and (VAE) likelihoods.
 
     Runs with one BLAS/torch thread: its matrices are small (m×d with m in the hundreds), where
@@ -260,7 +253,7 @@ def evaluate(ctx: Context, ext, p: Mapping[str, Any], *, references: bool = True
         return _evaluate(ctx, ext, p, references)
 
 
-def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) -> Evaluation:
+def _evaluate(ctx: Context, ext, p: EvaluateParams, references: bool = True) -> Evaluation:
     rows_c, ref = candidates(ctx, ext, p, references=references)
     ds, spec = ctx.ds, ctx.spec
     mem = spec.pool("members")
@@ -299,7 +292,7 @@ def _evaluate(ctx: Context, ext, p: Mapping[str, Any], references: bool = True) 
     return ev
 
 
-def likelihood(ctx: Context, p: Mapping[str, Any]) -> dict[str, float]:
+def likelihood(ctx: Context, p: EvaluateParams) -> dict[str, float]:
     """Mean −ELBO and IW-NLL on members vs holdout_a, and their gap (holdout − members).
 
     For a conditional VAE the bounds are on −log p(x|y), each record with its true label."""
@@ -369,104 +362,3 @@ def tables(ev: Evaluation) -> dict[str, Any]:
     curves = {k: {kk: v for kk, v in c.items() if kk != "curves"} for k, c in ev.fd_curves.items()}
     return {"rows": ev.rows, "fd_curves": curves, "reliability": ev.reliability,
             "class_shares": ev.shares, "slices": ev.slices, "slice_warnings": ev.warnings}
-
-
-# --------------------------------------------------------------------------- several models
-@dataclass
-class Comparison:
-    """Several runs of one data fingerprint, measured in one feature space against holdout_b."""
-
-    names: list[str]                 # one per run (the run folder's name, made unique)
-    run_dirs: list[str]
-    fingerprint: str
-    rows: list[dict]                 # one per model, then the floor and baseline rows
-    headlines: dict[str, dict]       # run name -> headline numbers (with the shared references)
-    out_dir: Any = None              # pathlib.Path of the comparison's report folder
-
-
-def parse_run_dirs(value: Any) -> list[str]:
-    """`run_dirs` as a list, or as text: 'a,b' or '[a, b]' (what `-p run_dirs=[a,b]` gives)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        items = value.strip().strip("[]").split(",")
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        raise D.DataError(f"run_dirs: expected a list of run folders, got {value!r}")
-    out = [str(v).strip().strip("'\"") for v in items]
-    out = [v for v in out if v]
-    if len(out) < 2:
-        raise D.DataError(f"run_dirs: name at least two run folders to compare, got {out}")
-    return out
-
-
-def _final_path(run_dir: str):
-    """The run folder's own path (not the pipeline's staging copy it is being written to)."""
-    from pathlib import Path
-
-    from genlab.ops.runs import project_root
-
-    path = Path(run_dir).expanduser()
-    return (path if path.is_absolute() else project_root() / path).resolve()
-
-
-def comparison_dir(run_dirs: list[str]):
-    """`reports/compare-<run>-<run>...` beside the first run (its own report folder)."""
-    first = _final_path(run_dirs[0])
-    return first.parent / ("compare-" + "-".join(_final_path(d).name for d in run_dirs))
-
-
-def compare_runs(p: Mapping[str, Any], first: tuple | None = None) -> Comparison:
-    """Evaluate every run of `p.run_dirs` in the first run's feature space; one table.
-
-    All runs must share one data fingerprint (same records in the same pools), else the
-    comparison would set numbers against different references: a `DataError` names both
-    fingerprints. The floor and baseline rows are computed once (for the first run; every model
-    row has the same n by default). `first` = (ctx, ext, ev) of the first run when the notebook
-    already evaluated it."""
-    dirs = parse_run_dirs(p.run_dirs)
-    if p.samples is not None:
-        raise D.DataError("run_dirs compares the runs' own models; drop samples= or run_dirs=")
-    ctxs = [first[0] if first is not None and i == 0 else load_context(p.replace(run_dir=d))
-            for i, d in enumerate(dirs)]
-    fp0 = ctxs[0].spec.fingerprint
-    for d, c in zip(dirs[1:], ctxs[1:]):
-        if c.spec.fingerprint != fp0:
-            raise D.DataError(
-                f"run_dirs: runs must share one data fingerprint to be compared; {dirs[0]!r} has "
-                f"{fp0!r} but {d!r} has {c.spec.fingerprint!r} (train them on the same data "
-                f"with the same seed and pool fractions)")
-    ext = first[1] if first is not None else make_extractor(ctxs[0], p)
-    evs = [first[2] if first is not None else evaluate(ctxs[0], ext, p)]
-    evs += [evaluate(c, ext, p, references=False) for c in ctxs[1:]]
-    names: list[str] = []
-    for d in dirs:
-        name = _final_path(d).name
-        while name in names:
-            name += "'"
-        names.append(name)
-    rows = []
-    for name, ev, c in zip(names, evs, ctxs):
-        kind = getattr(c.model, "model_kind", "model")
-        rows.append({**ev.rows[0], "row": f"{name} ({kind})"})
-    rows += [dict(r) for r in evs[0].rows[1:]]
-    floor, base = evs[0].rows[1:]
-    heads = {}
-    for name, ev, c in zip(names, evs, ctxs):
-        full = dataclasses.replace(ev, rows=[ev.rows[0], floor, base])
-        heads[name] = headline(full, ext, c)
-    return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs))
-
-
-def write_comparison(cmp: Comparison, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """`02_evaluate_compare.json` (per run: headline numbers) and `.tables.json` (the rows)."""
-    from genlab.ops import reports
-
-    folder = RunFolder(cmp.out_dir)
-    numbers = {f"{name}.{k}": v for name, h in cmp.headlines.items() for k, v in h.items()}
-    numbers["data_fingerprint"] = cmp.fingerprint
-    prov = {**provenance, "run_dirs": cmp.run_dirs}
-    return reports.write_headline(folder, "02_evaluate_compare", numbers, provenance=prov,
-                                  tables={"runs": dict(zip(cmp.names, cmp.run_dirs)),
-                                          "rows": cmp.rows})

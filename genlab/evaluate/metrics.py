@@ -1,6 +1,6 @@
 """Sample-quality metrics on feature arrays, each with a confidence interval by subsampling.
 
-All functions take float arrays N×d (features from `genlab.features`) and return plain floats.
+All functions take float arrays N×d (features from `genlab.evaluate.features`) and return plain floats.
 Conventions that matter for reading the numbers:
 
 - **Fréchet distance** in float64: Σ₁ = LLᵀ (Cholesky) and tr√(Σ₁Σ₂) = Σ √eig(LᵀΣ₂L), a

@@ -188,7 +188,7 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
 
 
 def _merge_timings(path: Path, new: Mapping[str, Any]) -> None:
-    """Wall-clock times live outside the reproducible set (DESIGN.md), merged per notebook."""
+    """Wall-clock times live outside the reproducible set, merged per notebook."""
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(new)
     current["python"] = sys.version.split()[0]

@@ -1,6 +1,6 @@
 """What every report shares: provenance, the headline JSON, tables, figure style, HTML export.
 
-Reproducibility rule (DESIGN.md): same code, parameters and machine give byte-identical
+Reproducibility rule: same code, parameters and machine give byte-identical
 `.html`, `.json` and `.tables.json`. So nothing here reads a clock; `normalize_notebook` strips
 what papermill and nbclient add that changes from run to run (timestamps, durations, paths, the
 random id of the injected-parameters cell) before a notebook is saved or exported.
@@ -73,7 +73,7 @@ def _plain(value: Any) -> Any:
 
 
 def headline(numbers: Mapping[str, Any]) -> dict[str, Any]:
-    """Check and clean the flat headline object of DESIGN.md.
+    """Check and clean the flat headline object (named numbers; see the README's "run folder").
 
     A number that is NaN/inf becomes null with a `<name>_na_reason`; a null must come with a
     reason; values must be numbers, bools, short strings or null."""

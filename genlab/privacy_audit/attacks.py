@@ -35,10 +35,10 @@ Families
   what the population density explains.
 - ``lira`` (shadow calibration; Carlini et al. 2022), offline / global-variance variant:
   ``(μ_out(x) − loss(x)) / σ`` from shadow models that never saw the scored records
-  (:func:`lira_offline`); the shadows themselves are trained by :mod:`genlab.privacy_audit`.
+  (:func:`lira_offline`); the shadows themselves are trained by :mod:`genlab.privacy_audit.audit`.
 
 Class-conditional models are scored with the records' true labels when the caller gives them
-(``labels=``; the audit does) and label-free otherwise (:mod:`genlab.model_scores`: the marginal
+(``labels=``; the audit does) and label-free otherwise (:mod:`genlab.models.scoring`: the marginal
 ELBO and the most likely class for the CVAE, the null label for the DDPM, the largest logit over
 the classes for the GAN). Distances are Euclidean in data space (records flattened).
 """

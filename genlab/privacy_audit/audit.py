@@ -1,19 +1,19 @@
 """Glue for ``03_privacy_audit.ipynb``: the audit protocol end to end, kept out of the notebook.
 
-Protocol (issue 4, DESIGN.md pools):
+Protocol (the pools of `genlab.data`):
 
 1. Scored records: ``n`` members (drawn from ``members``, the data-set records the model was
    trained on) and ``n`` non-members (from ``holdout_a``), seeded draws without replacement.
    The reference population for fitted attacks is ``holdout_b`` (never scored). Canaries, when
    the run has them, are scored by the same fitted attacks.
-2. Every attack gives every record a score (:mod:`genlab.attacks`); each attack is evaluated the
-   same way (:mod:`genlab.privacy`): members and non-members are each split into a seeded
+2. Every attack gives every record a score (:mod:`genlab.privacy_audit.attacks`); each attack is evaluated the
+   same way (:mod:`genlab.privacy_audit.statistics`): members and non-members are each split into a seeded
    selection half and evaluation half; thresholds, the best attack and the bound's operating
    point are chosen on the selection half, every reported figure is measured on the other half.
 3. Canaries: the best attack (chosen on the records' selection half — never on the canaries)
    ranks them; the one-run bound of Steinke et al. turns the correct guesses into an ε lower
    bound, set beside the DP accountant's ε when the run used DP.
-4. Memorisation from the samples (:mod:`genlab.memorisation`) and a verdict with parameterised
+4. Memorisation from the samples (:mod:`genlab.privacy_audit.memorisation`) and a verdict with parameterised
    thresholds.
 
 LiRA shadows (``lira_shadows > 0``) are trained with the audited model's own LightningModule
@@ -33,19 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.privacy_audit import statistics as pv
 from genlab.numerics import flatten
-from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, lira_offline, model_loss
+from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, lira_offline, model_loss, nn_distances
 from genlab.train.canaries import CANARY_FILE, Canaries
-from genlab.data import DataSpec, EpochSeededSampler
+from genlab.data import DataSpec
+from genlab.datamodule import EpochSeededSampler
 from genlab.train.dp import load_record
 from genlab.privacy_audit.memorisation import data_copying_ct, dcr
 from genlab.models import is_conditional
+from genlab.params import PrivacyAuditParams
 
 FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
 
@@ -105,13 +106,13 @@ def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, e
     return shadows
 
 
-def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
+def _verdict(n: Mapping[str, Any], p: PrivacyAuditParams) -> tuple[str, str]:
     """low / elevated / high, with the reason — thresholds are notebook parameters."""
     auc, lo = n["mia_auc_max"], n["mia_auc_max_ci_low"]
     share, ct = n["dcr_share_closer_to_members"], n["data_copying_ct"]
     eps_lb = n.get("epsilon_lower_bound")
     if auc >= p.verdict_auc_high:
-        return "high", f"best attack AUC {auc:.3f} >= {p['verdict_auc_high']}"
+        return "high", f"best attack AUC {auc:.3f} >= {p.verdict_auc_high}"
     reasons = []
     if share >= p.verdict_share_high:
         # the samples are not independent: the share counts only when they sit by enough
@@ -128,59 +129,61 @@ def _verdict(n: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[str, str]:
                            f"{s_lo:.3f} <= 0.5")
         else:
             return "high", (f"{share:.1%} of samples closer to members >= "
-                            f"{p['verdict_share_high']:.0%} (nearest to {k} distinct records, "
+                            f"{p.verdict_share_high:.0%} (nearest to {k} distinct records, "
                             f"record-level CI low {s_lo:.3f})")
     notes = reasons
     reasons = []
     if auc >= p.verdict_auc_elevated and lo > 0.5:
-        reasons.append(f"best attack AUC {auc:.3f} >= {p['verdict_auc_elevated']} (CI low {lo:.3f} > 0.5)")
+        reasons.append(f"best attack AUC {auc:.3f} >= {p.verdict_auc_elevated} (CI low {lo:.3f} > 0.5)")
     if ct is not None and ct <= p.verdict_ct_copying:
-        reasons.append(f"C_T {ct:.2f} <= {p['verdict_ct_copying']} (copying)")
+        reasons.append(f"C_T {ct:.2f} <= {p.verdict_ct_copying} (copying)")
     if eps_lb is not None and eps_lb > 0:
         reasons.append(f"canary ε lower bound {eps_lb:.2f} > 0")
     if reasons:
         return "elevated", "; ".join(reasons + notes)
-    return "low", "; ".join([f"best attack AUC {auc:.3f} < {p['verdict_auc_elevated']} or not "
+    return "low", "; ".join([f"best attack AUC {auc:.3f} < {p.verdict_auc_elevated} or not "
                              f"significant; no copying or canary evidence"] + notes)
 
 
-def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], *,
-              canaries: Canaries | None = None, shadow_epochs: int | None = None,
-              shadow_batch_size: int = 64) -> AuditResult:
-    """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
-    white-box attacks where it has a VAE's, GAN's or DDPM's internals). ``p``: the notebook
-    parameters."""
-    seed = p.seed
-    spec.check_matches(ds)
+@dataclass
+class _Scored:
+    """The scored records (members, non-members, the reference population) and their labels."""
+
+    n: int
+    x: dict[str, torch.Tensor]         # "mem", "non", "ref"
+    y: dict[str, torch.Tensor | None]  # labels, for a conditional model only
+
+
+def _scored(model, ds, spec: DataSpec, n_audit: int | None, seed: int) -> _Scored:
     x_all = torch.from_numpy(ds.x)
-    mem_idx, non_idx, n = draw_scored(spec, p.n_audit, seed)
-    ref_idx = spec.pool("holdout_b")
-    x_mem, x_non, x_ref = (x_all[torch.from_numpy(i)] for i in (mem_idx, non_idx, ref_idx))
+    mem_idx, non_idx, n = draw_scored(spec, n_audit, seed)
+    idx = {"mem": mem_idx, "non": non_idx, "ref": spec.pool("holdout_b")}
     # labels matter only to a conditional model; the others ignore them
-    y_mem, y_non, y_ref = ((None,) * 3 if ds.y is None or not is_conditional(model)
-                           else (torch.from_numpy(ds.y[i]).long() for i in (mem_idx, non_idx, ref_idx)))
-    generated = flatten(model.sample(p.n_generated, seed=seed))
-    fitted = fit_attacks(model, generated, x_ref, seed=seed, mc_samples=p.mc_samples,
-                         domias_dims=p.domias_dims, ball_quantile=p.ball_quantile,
-                         reference_labels=y_ref)
-    s_mem, s_non = fitted.score(x_mem, labels=y_mem), fitted.score(x_non, labels=y_non)
-    s_can = fitted.score(canaries.x()) if canaries is not None else None
+    labelled = ds.y is not None and is_conditional(model)
+    return _Scored(n, {k: x_all[torch.from_numpy(i)] for k, i in idx.items()},
+                   {k: torch.from_numpy(ds.y[i]).long() if labelled else None for k, i in idx.items()})
 
-    if p.lira_shadows > 0:
-        epochs = p.lira_epochs or shadow_epochs
-        if epochs is None:
-            raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
-        shadows = train_shadows(model, x_ref, artifacts, k=p.lira_shadows, epochs=epochs,
-                                batch_size=shadow_batch_size, seed=seed, y_pool=y_ref)
-        for x, y, target in ((x_mem, y_mem, s_mem), (x_non, y_non, s_non)) + (
-                ((canaries.x(), None, s_can),) if canaries is not None else ()):
-            t = model_loss(model, x, mc_samples=p.mc_samples, seed=seed, labels=y)
-            sh = np.stack([model_loss(s, x, mc_samples=p.mc_samples, seed=seed, labels=y)
-                           for s in shadows])
-            target["lira"] = lira_offline(t, sh)
 
-    sel_m, ev_m = pv.split_halves(n, seed)
-    sel_n, ev_n = pv.split_halves(n, seed + 1)
+def _add_lira(model, sc: _Scored, scores: list[tuple], artifacts: Path, p: PrivacyAuditParams,
+              shadow_epochs: int | None, shadow_batch_size: int) -> None:
+    """LiRA scores of every scored set (`scores`: (x, labels, its score dict)), from shadows."""
+    epochs = p.lira_epochs or shadow_epochs
+    if epochs is None:
+        raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
+    shadows = train_shadows(model, sc.x["ref"], artifacts, k=p.lira_shadows, epochs=epochs,
+                            batch_size=shadow_batch_size, seed=p.seed, y_pool=sc.y["ref"])
+    for x, y, target in scores:
+        t = model_loss(model, x, mc_samples=p.mc_samples, seed=p.seed, labels=y)
+        sh = np.stack([model_loss(s, x, mc_samples=p.mc_samples, seed=p.seed, labels=y)
+                       for s in shadows])
+        target["lira"] = lira_offline(t, sh)
+
+
+def _attack_rows(s_mem: dict, s_non: dict, n: int, p: PrivacyAuditParams):
+    """Per attack: AUC (CI) and TPR at the FPRs on the evaluation halves, thresholds and the
+    selection AUC from the selection halves; returns (rows, roc, best attack, halves)."""
+    sel_m, ev_m = pv.split_halves(n, p.seed)
+    sel_n, ev_n = pv.split_halves(n, p.seed + 1)
     rows, roc, sel_auc = [], {}, {}
     for name in [a for a in ATTACKS if a in s_mem]:
         m_, n_ = s_mem[name], s_non[name]
@@ -197,12 +200,16 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         rows.append(row)
         roc[name] = pv.roc_curve(m_[ev_m], n_[ev_n])
     best = max(sel_auc, key=lambda k: (sel_auc[k], -list(ATTACKS).index(k)))
-    best_row = next(r for r in rows if r["attack"] == best)
+    return rows, roc, best, (sel_m, ev_m, sel_n, ev_n)
 
+
+def _attack_numbers(rows: list[dict], best: str, n: int, halves, n_generated: int) -> dict[str, Any]:
+    sel_m, ev_m, sel_n, ev_n = halves
+    best_row = next(r for r in rows if r["attack"] == best)
     num: dict[str, Any] = {
         "n_scored_members": n, "n_scored_nonmembers": n,
         "n_eval_members": len(ev_m), "n_eval_nonmembers": len(ev_n),
-        "n_generated": len(generated),
+        "n_generated": n_generated,
         "mia_best_attack": best, "mia_auc_max": best_row["auc"],
         "mia_auc_max_ci_low": best_row["auc_ci_low"], "mia_auc_max_ci_high": best_row["auc_ci_high"],
     }
@@ -213,71 +220,112 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: Mapping[str, Any], 
         num[f"tpr_at_{key}_fpr_max"] = max(vals) if vals else None
         if not vals:
             num[f"tpr_at_{key}_fpr_max_na_reason"] = rows[0][f"tpr_at_{key}_fpr_na_reason"]
-    ind = pv.best_rate_epsilon(s_mem[best][sel_m], s_non[best][sel_n], s_mem[best][ev_m],
-                               s_non[best][ev_n], delta=p.audit_delta, confidence=p.confidence)
-    num["epsilon_indicative_records"] = ind["epsilon"]
+    return num
 
-    # canaries: one-run bound
-    canary = None
-    if canaries is not None:
-        g = pv.canary_guesses(s_can[best], canaries.included_mask(), guess_frac=p.canary_guess_frac)
-        bound = pv.one_run_epsilon(g["m"], g["r"], g["v"], delta=p.audit_delta,
-                                   confidence=p.confidence)
-        # cap: all r guesses right (the most this audit can show); max_m: all m guessed and right
-        cap = pv.one_run_epsilon(g["m"], g["r"], g["r"], delta=p.audit_delta,
-                                 confidence=p.confidence)
-        cap_m = pv.one_run_epsilon_cap(g["m"], delta=p.audit_delta, confidence=p.confidence)
-        canary = {"m": g["m"], "r": g["r"], "v": g["v"], "bound": bound, "cap": cap,
-                  "scores": s_can[best], "included": canaries.included_mask()}
-        num.update(epsilon_lower_bound=bound, epsilon_lower_bound_cap=cap,
-                   epsilon_lower_bound_max_m=cap_m, n_canaries=g["m"],
-                   canary_guesses=g["r"], canary_correct=g["v"])
-    else:
-        reason = "run has no canaries (train with canaries=m for the one-run audit)"
-        num.update(epsilon_lower_bound=None, epsilon_lower_bound_na_reason=reason,
-                   epsilon_lower_bound_cap=None, epsilon_lower_bound_cap_na_reason=reason,
-                   epsilon_lower_bound_max_m=None, epsilon_lower_bound_max_m_na_reason=reason,
-                   n_canaries=0)
 
+def _canary_bound(s_can: np.ndarray, canaries: Canaries, p: PrivacyAuditParams, num: dict) -> dict:
+    """The one-run ε lower bound from the best attack's canary scores (numbers into `num`)."""
+    g = pv.canary_guesses(s_can, canaries.included_mask(), guess_frac=p.canary_guess_frac)
+    bound = pv.one_run_epsilon(g["m"], g["r"], g["v"], delta=p.audit_delta, confidence=p.confidence)
+    # cap: all r guesses right (the most this audit can show); max_m: all m guessed and right
+    cap = pv.one_run_epsilon(g["m"], g["r"], g["r"], delta=p.audit_delta, confidence=p.confidence)
+    cap_m = pv.one_run_epsilon_cap(g["m"], delta=p.audit_delta, confidence=p.confidence)
+    num.update(epsilon_lower_bound=bound, epsilon_lower_bound_cap=cap,
+               epsilon_lower_bound_max_m=cap_m, n_canaries=g["m"],
+               canary_guesses=g["r"], canary_correct=g["v"])
+    return {"m": g["m"], "r": g["r"], "v": g["v"], "bound": bound, "cap": cap,
+            "scores": s_can, "included": canaries.included_mask()}
+
+
+def _no_canaries(num: dict) -> None:
+    reason = "run has no canaries (train with canaries=m for the one-run audit)"
+    num.update(epsilon_lower_bound=None, epsilon_lower_bound_na_reason=reason,
+               epsilon_lower_bound_cap=None, epsilon_lower_bound_cap_na_reason=reason,
+               epsilon_lower_bound_max_m=None, epsilon_lower_bound_max_m_na_reason=reason,
+               n_canaries=0)
+
+
+def _accountant_numbers(artifacts: Path, canary: dict | None, p: PrivacyAuditParams, num: dict) -> None:
+    """The DP accountant's ε beside the canary bound (their gap when both use one δ)."""
     dp = load_record(artifacts)
-    if dp.get("dp"):
-        num["dp_epsilon_accountant"] = dp["epsilon"]
-        num["dp_delta_accountant"] = dp["delta"]
-        if canary is None:
-            num["audit_gap"], num["audit_gap_na_reason"] = None, "no canary bound to compare"
-        elif abs(dp["delta"] - p.audit_delta) > 1e-15:
-            num["audit_gap"] = None
-            num["audit_gap_na_reason"] = f"audit_delta {p['audit_delta']:g} != training delta {dp['delta']:g}"
-        else:
-            num["audit_gap"] = dp["epsilon"] - canary["bound"]
-    else:
+    if not dp.get("dp"):
         num["dp_epsilon_accountant"] = None
         num["dp_epsilon_accountant_na_reason"] = "trained without DP"
+        return
+    num["dp_epsilon_accountant"] = dp["epsilon"]
+    num["dp_delta_accountant"] = dp["delta"]
+    if canary is None:
+        num["audit_gap"], num["audit_gap_na_reason"] = None, "no canary bound to compare"
+    elif abs(dp["delta"] - p.audit_delta) > 1e-15:
+        num["audit_gap"] = None
+        num["audit_gap_na_reason"] = f"audit_delta {p.audit_delta:g} != training delta {dp['delta']:g}"
+    else:
+        num["audit_gap"] = dp["epsilon"] - canary["bound"]
 
-    # memorisation of data-set records: members vs holdout_a. Samples nearer to a canary than to
-    # any data record reproduce canaries (outliers): they are counted apart and left out here,
-    # since outlier canaries would otherwise pull blurry samples into the "members" bank.
+
+def _memorisation(generated: np.ndarray, ds, spec: DataSpec, canaries: Canaries | None,
+                  p: PrivacyAuditParams, num: dict):
+    """DCR and C_T of the samples against members vs holdout_a. Samples nearer to a canary than
+    to any data record reproduce canaries (outliers): they are counted apart and left out here,
+    since outlier canaries would otherwise pull blurry samples into the "members" bank.
+    Returns (memo, ct, the samples used, the members)."""
+    x_all = torch.from_numpy(ds.x)
     x_mem_all = x_all[torch.from_numpy(spec.pool("members"))]
     x_hold_all = x_all[torch.from_numpy(spec.pool("holdout_a"))]
     gen_memo = generated
     if canaries is not None:
-        from genlab.privacy_audit.attacks import nn_distances
         d_can = nn_distances(generated, canaries.x(), 1)[0][:, 0]
         d_data = nn_distances(generated, torch.cat([x_mem_all, x_hold_all]), 1)[0][:, 0]
         near_canary = d_can < d_data
         num["n_samples_nearest_a_canary"] = int(near_canary.sum())
         gen_memo = generated[~near_canary]
-    member_ids = [int(i) for i in spec.pool("members")]
-    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=seed, near_quantile=p.near_dup_quantile,
+    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=p.seed, near_quantile=p.near_dup_quantile,
                confidence=p.confidence)
     ct = data_copying_ct(x_mem_all, x_hold_all, gen_memo, cells=min(p.ct_cells, len(x_mem_all)),
-                         seed=seed)
+                         seed=p.seed)
     num.update({k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))})
     num["data_copying_ct"] = ct["data_copying_ct"]
     if ct["data_copying_ct"] is None:
         num["data_copying_ct_na_reason"] = ct["data_copying_ct_na_reason"]
+    return memo, ct, gen_memo, x_mem_all
+
+
+def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: PrivacyAuditParams, *,
+              canaries: Canaries | None = None, shadow_epochs: int | None = None,
+              shadow_batch_size: int = 64) -> AuditResult:
+    """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
+    white-box attacks where it has a VAE's, GAN's or DDPM's internals). ``p``: the notebook
+    parameters; ``shadow_epochs``: the audited training's epochs (LiRA's default)."""
+    spec.check_matches(ds)
+    sc = _scored(model, ds, spec, p.n_audit, p.seed)
+    generated = flatten(model.sample(p.n_generated, seed=p.seed))
+    fitted = fit_attacks(model, generated, sc.x["ref"], seed=p.seed, mc_samples=p.mc_samples,
+                         domias_dims=p.domias_dims, ball_quantile=p.ball_quantile,
+                         reference_labels=sc.y["ref"])
+    s_mem, s_non = fitted.score(sc.x["mem"], labels=sc.y["mem"]), fitted.score(sc.x["non"], labels=sc.y["non"])
+    s_can = fitted.score(canaries.x()) if canaries is not None else None
+    if p.lira_shadows > 0:
+        scored = [(sc.x["mem"], sc.y["mem"], s_mem), (sc.x["non"], sc.y["non"], s_non)]
+        if canaries is not None:
+            scored.append((canaries.x(), None, s_can))
+        _add_lira(model, sc, scored, artifacts, p, shadow_epochs, shadow_batch_size)
+
+    rows, roc, best, halves = _attack_rows(s_mem, s_non, sc.n, p)
+    num = _attack_numbers(rows, best, sc.n, halves, len(generated))
+    sel_m, ev_m, sel_n, ev_n = halves
+    ind = pv.best_rate_epsilon(s_mem[best][sel_m], s_non[best][sel_n], s_mem[best][ev_m],
+                               s_non[best][ev_n], delta=p.audit_delta, confidence=p.confidence)
+    num["epsilon_indicative_records"] = ind["epsilon"]
+    if canaries is not None:
+        canary = _canary_bound(s_can[best], canaries, p, num)
+    else:
+        canary = None
+        _no_canaries(num)
+    _accountant_numbers(artifacts, canary, p, num)
+    memo, ct, gen_memo, x_mem_all = _memorisation(generated, ds, spec, canaries, p, num)
     num["privacy_verdict"], num["privacy_verdict_reason"] = _verdict(num, p)
 
+    member_ids = [int(i) for i in spec.pool("members")]
     tables = {"attacks": rows, "data_copying_cells": ct["cells"], "attack_fit": fitted.info,
               "indicative_epsilon": {k: v for k, v in ind.items()},
               "gallery": [{"sample": s, "nearest_member": member_ids[m], "distance": d}
@@ -295,60 +343,3 @@ def training_epochs(run_path: Path) -> int | None:
     """The audited run's ``max_epochs`` (from 01_train.json), for LiRA shadows."""
     js = Path(run_path) / "01_train.json"
     return json.loads(js.read_text())["parameters"].get("max_epochs") if js.exists() else None
-
-
-# ----------------------------------------------------------------------------------- figures
-def roc_figure(audit: AuditResult):
-    """ROC curves on log-log axes (the low-FPR region is what matters, Carlini et al. 2022)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    n_non = audit.numbers["n_eval_nonmembers"]
-    for r in audit.attacks:
-        fpr, tpr = audit.roc[r["attack"]]
-        keep = (fpr > 0) & (tpr > 0)
-        ax.plot(fpr[keep], tpr[keep], label=f"{r['attack']} (AUC {r['auc']:.3f})")
-    grid = np.logspace(np.log10(1 / n_non), 0, 50)
-    ax.plot(grid, grid, "k:", lw=1, label="chance")
-    ax.set(xscale="log", yscale="log", xlim=(1 / n_non, 1), ylim=(1 / n_non, 1.05),
-           xlabel="false positive rate", ylabel="true positive rate",
-           title=f"Membership inference, evaluation half (n={n_non} non-members)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def dcr_figure(audit: AuditResult):
-    m = audit.memo
-    fig, ax = plt.subplots()
-    bins = np.linspace(0, max(m["d_members"].max(), m["d_holdout"].max()), 40)
-    ax.hist(m["d_members"], bins, alpha=0.6, label="to members (size-matched)")
-    ax.hist(m["d_holdout"], bins, alpha=0.6, label="to holdout_a")
-    ax.set(xlabel="distance from a generated sample to its closest record", ylabel="samples",
-           title=f"DCR: {m['dcr_share_closer_to_members']:.1%} closer to members")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def gallery_figure(audit: AuditResult, data_shape):
-    """Most copied-looking samples (top) above their nearest members (bottom)."""
-    from genlab.plots import image_grid
-
-    g = audit.memo["gallery"]
-    samples = np.stack([audit.generated[s] for s, _, _ in g]).reshape(len(g), *data_shape)
-    nearest = np.stack([audit.members_x[m] for _, m, _ in g]).reshape(len(g), *data_shape)
-    return image_grid(np.concatenate([samples, nearest]),
-                      "Closest samples (top) and their nearest members (bottom)", ncols=len(g))
-
-
-def canary_figure(audit: AuditResult):
-    c = audit.canary
-    fig, ax = plt.subplots()
-    s, inc = c["scores"], c["included"]
-    bins = np.linspace(s.min(), s.max() + 1e-9, 30)
-    ax.hist(s[inc], bins, alpha=0.6, label=f"included ({inc.sum()})")
-    ax.hist(s[~inc], bins, alpha=0.6, label=f"left out ({(~inc).sum()})")
-    ax.set(xlabel=f"score ({audit.numbers['mia_best_attack']})", ylabel="canaries",
-           title=f"Canaries: {c['v']} of {c['r']} guesses right, ε ≥ {c['bound']:.2f} (cap {c['cap']:.2f})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

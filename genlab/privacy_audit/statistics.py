@@ -1,6 +1,6 @@
 """Membership-inference evaluation and privacy bounds: one protocol for every attack.
 
-Every attack (see :mod:`genlab.attacks`) gives each record one score, oriented so that a *higher*
+Every attack (see :mod:`genlab.privacy_audit.attacks`) gives each record one score, oriented so that a *higher*
 score means "more likely a member". This module turns scores into the figures the privacy
 literature reports, identically for every attack:
 
@@ -195,7 +195,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95, *, sided: str = "t
 
 def epsilon_from_rates(fp: int, n_neg: int, fn: int, n_pos: int, *, delta: float = 0.0,
                        confidence: float = 0.95) -> float:
-    """ε lower bound from one attack's error counts (NOTES.md formula), at ``confidence``.
+    """ε lower bound from one attack's error counts at ``confidence``.
 
     ``max(ln((1−δ−FPR̄)/FNR̄), ln((1−δ−FNR̄)/FPR̄), 0)`` with FPR̄, FNR̄ one-sided Clopper–Pearson
     upper bounds at ``1 − (1−confidence)/2`` each (a union bound over the two rates). 0 when

@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from genlab import params as P
+from genlab import data_quality, params as P
 from genlab.ops.cli import collect_parameters
 from genlab.ops.runs import STAGING_ENV, project_root, replace_dir
 
@@ -45,7 +45,7 @@ def train(p: P.TrainParams, final: Path, num_nodes: int) -> dict:
     training.quiet_lightning()
     run = RunFolder(final)
     ds = data.load_dataset(resolve_input(p.dataset))
-    data.assert_quality(data.quality_checks(ds))
+    data_quality.assert_quality(data_quality.quality_checks(ds))
     experiment.check_params(p, ds)
     spec = data.DataSpec.build(ds, seed=p.seed, val_frac=p.val_frac,
                                holdout_a_frac=p.holdout_a_frac,

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.data import Dataset, DataSpec, EpochSeededSampler, GenDataModule
+from genlab.data import Dataset, DataSpec
+from genlab.datamodule import EpochSeededSampler, GenDataModule
 from genlab.ops.runs import atomic_write_text
 
 CANARY_FILE = "canaries.json"

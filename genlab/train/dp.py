@@ -1,4 +1,4 @@
-"""DP-SGD training with Opacus 1.6 inside Lightning 2.6 (NOTES.md "Privacy").
+"""DP-SGD training with Opacus 1.6 inside Lightning 2.6.
 
 How it is wired, and why:
 

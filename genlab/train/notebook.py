@@ -1,7 +1,8 @@
-"""Glue between the training notebook's parameters and the library, kept out of the notebook.
+"""Glue between `01_train.ipynb` and the library, kept out of the notebook.
 
-Maps the flat parameter dict (genlab.params.TRAIN) to a model, a TrainConfig, the run's
-published checkpoint and the headline numbers, so `01_train.ipynb` only narrates and plots.
+Maps the training parameters (:class:`genlab.params.TrainParams`) to a model, a TrainConfig,
+the run's published checkpoint and the headline numbers (also used by ``python -m
+genlab.train``); :class:`TrainReport` is the notebook's sections, one method each.
 """
 
 from __future__ import annotations
@@ -10,17 +11,24 @@ import shutil
 from typing import Any, Mapping
 
 import numpy as np
+import torch
+from IPython.display import display
 
-from genlab.train import dp as dp_mod
-from genlab import params
-from genlab.train.canaries import CANARY_FILE, CanaryDataModule, make_canaries
-from genlab.data import DataSpec, Dataset, GenDataModule
+from genlab import data, data_quality, params, plots
+from genlab.data import DataSpec, Dataset
+from genlab.datamodule import GenDataModule
 from genlab.models import build_model, is_conditional, load_model
-from genlab.ops.runs import RunFolder
+from genlab.ops.open_run import open_run
+from genlab.ops.reports import Table, provenance, provenance_table, write_headline
+from genlab.ops.runs import RunFolder, resolve_input
+from genlab.params import TrainParams
+from genlab.train import dp as dp_mod
+from genlab.train import training
+from genlab.train.canaries import CANARY_FILE, CanaryDataModule, make_canaries
 from genlab.train.training import FitResult, TrainConfig, fit
 
 
-def check_params(p: Mapping[str, Any], ds: Dataset) -> None:
+def check_params(p: TrainParams, ds: Dataset) -> None:
     """Check the training parameters against each other and the data.
 
     Raises :class:`~genlab.params.ParameterError` naming the parameter for a
@@ -36,10 +44,10 @@ def check_params(p: Mapping[str, Any], ds: Dataset) -> None:
         if p.canaries:
             raise params.ParameterError(
                 f"parameter 'canaries': canaries are unlabelled crafted records, which a conditional model "
-                f"cannot train on; got canaries={p['canaries']} with conditional=True")
+                f"cannot train on; got canaries={p.canaries} with conditional=True")
 
 
-def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = None) -> Any:
+def model_from_params(p: TrainParams, data_shape, n_classes: int | None = None) -> Any:
     """The model the parameters describe; ``n_classes`` (the data's) is needed when conditional."""
     kind = p.model
     if kind == "ddpm":
@@ -64,7 +72,7 @@ def model_from_params(p: Mapping[str, Any], data_shape, n_classes: int | None = 
     return build_model(kind, list(data_shape), **hparams)
 
 
-def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
+def train_config(p: TrainParams, num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(
         max_epochs=p.max_epochs, batch_size=p.batch_size, seed=p.seed,
         accelerator=p.accelerator, devices=p.devices, precision=p.precision,
@@ -73,7 +81,7 @@ def train_config(p: Mapping[str, Any], num_nodes: int = 1) -> TrainConfig:
     )
 
 
-def publish_model(result: FitResult, run: RunFolder, p: Mapping[str, Any]):
+def publish_model(result: FitResult, run: RunFolder, p: TrainParams):
     """Copy the checkpoint the later notebooks audit to `artifacts/model.ckpt` and load it.
 
     With early stopping that is the best-validation checkpoint, otherwise the last one (a GAN's
@@ -85,7 +93,7 @@ def publish_model(result: FitResult, run: RunFolder, p: Mapping[str, Any]):
     return load_model(run.model_ckpt)
 
 
-def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: Mapping[str, Any]) -> GenDataModule:
+def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: TrainParams) -> GenDataModule:
     """The training data: the members, plus the included canaries when ``canaries > 0``.
 
     Canaries are recorded in ``artifacts/canaries.json`` (records and inclusion bits); an earlier
@@ -100,7 +108,7 @@ def datamodule(ds: Dataset, spec: DataSpec, run: RunFolder, p: Mapping[str, Any]
     return CanaryDataModule(ds, spec, canaries, batch_size=p.batch_size)
 
 
-def train(model, dm: GenDataModule, run: RunFolder, p: Mapping[str, Any], *,
+def train(model, dm: GenDataModule, run: RunFolder, p: TrainParams, *,
           resume_from: str | None = None, num_nodes: int = 1) -> tuple[FitResult, dict[str, Any]]:
     """Fit (DP-SGD when ``dp``) and write ``artifacts/dp.json``; return the result and DP record."""
     cfg = train_config(p, num_nodes)
@@ -150,3 +158,69 @@ def train_headline(result: FitResult, spec: DataSpec, dp_record: Mapping[str, An
         "dataset": spec.dataset,
         **extra,
     }
+
+
+class TrainReport:
+    """`01_train.ipynb`, one method per section: the notebook narrates, this does the work."""
+
+    def __init__(self, p: TrainParams):
+        self.p = p
+        self.run = open_run(p, trained=False).run
+
+    def check_data(self) -> None:
+        """Load the data, check the parameters against it and show (then assert) its quality."""
+        p = self.p
+        self.ds = ds = data.load_dataset(resolve_input(p.dataset))
+        check_params(p, ds)  # the model's parameters against the data (labels, canaries)
+        checks = data_quality.quality_checks(ds)
+        display(Table(data_quality.quality_table(checks), title=f"Data quality: {ds.name} {tuple(ds.x.shape)}"))
+        data_quality.assert_quality(checks)
+
+    def pools(self) -> Table:
+        p = self.p
+        self.spec = data.DataSpec.build(self.ds, seed=p.seed, val_frac=p.val_frac,
+                                        holdout_a_frac=p.holdout_a_frac,
+                                        holdout_b_frac=p.holdout_b_frac, n_train=p.n_train)
+        self.spec.save(self.run.data_spec)
+        return Table.from_mapping(self.spec.summary(), title="Pools")
+
+    def provenance(self) -> Table:
+        self.prov = provenance(self.p, dataset=self.ds.name, data_fingerprint=self.spec.fingerprint)
+        return provenance_table(self.prov)
+
+    def fit(self) -> None:
+        """Build, train (DP-SGD when dp) and publish the model; its hyper-parameters and curves."""
+        p, ds = self.p, self.ds
+        training.seed_everything(p.seed)
+        model = model_from_params(p, ds.data_shape, ds.n_classes)
+        if p.init_from:
+            training.init_from_checkpoint(model, resolve_input(p.init_from))
+        # members (+ the included canaries when canaries > 0, recorded in artifacts/canaries.json)
+        self.datamodule = datamodule(ds, self.spec, self.run, p)
+        # DP-SGD with Opacus when dp=True; the accountant's ε goes to artifacts/dp.json
+        self.result, self.dp_record = train(model, self.datamodule, self.run, p,
+                                            resume_from=resolve_input(p.resume_from))
+        self.model = publish_model(self.result, self.run, p)
+        display(Table.from_mapping({k: v for k, v in self.model.hparams.items() if k != "data_shape"},
+                                   title="Model hyper-parameters"))
+        plots.loss_curves(self.result.history, title=f"{p.model.upper()} on {ds.name}")
+
+    def samples(self) -> None:
+        p, ds = self.p, self.ds
+        self.real = self.datamodule.pool_tensor("holdout_a")
+        plots.samples(self.model.sample(64, seed=p.seed), self.real,
+                      title=f"Generated samples ({p.model})")
+        if p.conditional:
+            plots.class_samples(self.model, ds.class_names, per_class=8 if ds.is_image else 100,
+                                seed=p.seed, title=f"Samples per requested class ({p.model}, conditional)")
+
+    def reconstructions(self) -> None:
+        p, ds, real = self.p, self.ds, self.real
+        if p.model == "vae" and ds.is_image:
+            labels = torch.as_tensor(ds.y[self.spec.pool("holdout_a")][:12]) if p.conditional else None
+            plots.reconstructions(real[:12], self.model.reconstruct(real[:12], labels=labels).detach())
+
+    def headline(self) -> Table:
+        numbers = train_headline(self.result, self.spec, self.dp_record, self.datamodule)
+        write_headline(self.run, "01_train", numbers, provenance=self.prov)
+        return Table.from_mapping(numbers, title="Headline", digits=4)

@@ -193,7 +193,7 @@ def test_run_monitor_arl0_on_a_finite_pool_within_15_percent():
     """run_monitor on a finite no-drift pool whose score mean is off the reference's (as any
     finite sample is): calibration and measurement streams are drawn the same way from the
     no-drift pool (independent seeds), so the measured ARL₀ of every detector is on target."""
-    from genlab.drift_study.study import run_monitor
+    from genlab.drift_study.monitor import MonitorConfig, run_monitor
 
     rng = np.random.default_rng(4)
     ref = rng.random((150, 1, 4, 4)).astype(np.float32)
@@ -201,8 +201,10 @@ def test_run_monitor_arl0_on_a_finite_pool_within_15_percent():
     reps = {"pca": lambda x: x.reshape(len(x), -1).astype(np.float64),
             "score": lambda x: x.reshape(len(x), -1).sum(1, keepdims=True).astype(np.float64)}
     target = 50
-    res = run_monitor(ref, pool, reps, representation="pca", window=10, arl0_target=target,
-                      n_streams=200, drift_start=10, seed=0, shifts=("gaussian_noise:large",))
+    res = run_monitor(ref, pool, reps, MonitorConfig(representation="pca", window=10,
+                                                     arl0_target=target, n_streams=200,
+                                                     drift_start=10, seed=0,
+                                                     shifts=("gaussian_noise:large",)))
     assert set(res.arl0) == {"window_mmd", "cusum_score", "page_hinkley_score"}
     for det, a in res.arl0.items():
         assert a["streams"] == 200 and a["censored_share"] <= 0.01

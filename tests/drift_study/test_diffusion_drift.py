@@ -10,6 +10,8 @@ from genlab.models.scoring import DRIFT_T_FRACTION, denoising_losses, model_repr
 from genlab.models import build_model
 from genlab.drift_study.shifts import Pool, Shift
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 @pytest.fixture(scope="module")
 def ddpm(d32, train_ddpm):

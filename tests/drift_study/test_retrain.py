@@ -1,4 +1,4 @@
-"""The retraining trigger and the real-production check of 04_drift_study (genlab.drift_retrain),
+"""The retraining trigger and the real-production check of 04_drift_study (genlab.drift_study.retrain),
 on a tiny VAE trained for one epoch on digits: the rule's decision, the run's own model and
 checkpoints left untouched, the old-vs-new comparison on a part disjoint from the fine-tuning
 part, and `production=path.npz` reporting drift on shifted records and none on unshifted ones."""
@@ -18,6 +18,8 @@ from genlab.models import build_model, load_model
 from genlab.ops.runs import RunFolder
 from genlab.drift_study.shifts import Pool, Shift
 from genlab.params import DriftStudyParams
+
+pytestmark = pytest.mark.slow  # every test here trains a model
 
 
 @pytest.fixture(scope="module")

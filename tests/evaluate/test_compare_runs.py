@@ -6,7 +6,7 @@ import pytest
 from lightning.pytorch import seed_everything
 
 from genlab import data, params
-from genlab.evaluate import evaluation as E
+from genlab.evaluate import compare_runs as C
 from genlab.train import notebook as experiment
 from genlab.ops import reports
 from genlab.ops.runs import RunFolder
@@ -38,9 +38,10 @@ def _p(**kw):
     return params.typed("evaluate", {"n_draws": 3, "n_samples": 200, **kw})
 
 
+@pytest.mark.slow
 def test_two_models_one_table_in_own_folder(runs):
     p = _p(run_dirs=f"{runs['vae']},{runs['gan']}")
-    cmp = E.compare_runs(p)
+    cmp = C.compare_runs(p)
     assert cmp.names == ["vae", "gan"]
     assert [r["row"] for r in cmp.rows] == ["vae (vae)", "gan (gan)", "real (holdout_a)",
                                             "baseline (noise)"]
@@ -49,7 +50,7 @@ def test_two_models_one_table_in_own_folder(runs):
     assert cmp.headlines["vae"]["fd_real_vs_real"] == cmp.headlines["gan"]["fd_real_vs_real"]
     assert cmp.headlines["vae"]["fd"] != cmp.headlines["gan"]["fd"]
     prov = reports.provenance(p, dataset="toy", data_fingerprint=cmp.fingerprint)
-    E.write_comparison(cmp, prov)
+    C.write_comparison(cmp, prov)
     assert cmp.out_dir.name == "compare-vae-gan" and cmp.out_dir.parent == RunFolder(runs["vae"]).path.parent
     doc = json.loads((cmp.out_dir / "02_evaluate_compare.json").read_text())
     assert doc["gan.fd"] == cmp.headlines["gan"]["fd"] and doc["data_fingerprint"] == cmp.fingerprint
@@ -59,17 +60,18 @@ def test_two_models_one_table_in_own_folder(runs):
     assert params.defaults("evaluate")["run_dirs"] is None
 
 
+@pytest.mark.slow
 def test_different_fingerprints_are_refused_naming_both(runs):
     fp = {k: data.DataSpec.load(RunFolder(v).data_spec).fingerprint for k, v in runs.items()}
     with pytest.raises(data.DataError, match="one data fingerprint") as err:
-        E.compare_runs(_p(run_dirs=[runs["vae"], runs["other"]]))
+        C.compare_runs(_p(run_dirs=[runs["vae"], runs["other"]]))
     assert fp["vae"] in str(err.value) and fp["other"] in str(err.value)
 
 
 def test_run_dirs_parsing():
-    assert E.parse_run_dirs("[a, 'b']") == ["a", "b"] and E.parse_run_dirs(["a", "b"]) == ["a", "b"]
+    assert C.parse_run_dirs("[a, 'b']") == ["a", "b"] and C.parse_run_dirs(["a", "b"]) == ["a", "b"]
     with pytest.raises(data.DataError, match="at least two"):
-        E.parse_run_dirs("a")
+        C.parse_run_dirs("a")
 
 
 def test_comparison_folder_ignores_the_pipelines_staging_copy(tmp_path, monkeypatch):
@@ -80,4 +82,4 @@ def test_comparison_folder_ignores_the_pipelines_staging_copy(tmp_path, monkeypa
     a, b = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv(STAGING_ENV, json.dumps({str(a): str(tmp_path / ".staging" / "a.123")}))
     assert RunFolder(str(a), create=False).path.name == "a.123"
-    assert E.comparison_dir([str(a), str(b)]) == tmp_path / "compare-a-b"
+    assert C.comparison_dir([str(a), str(b)]) == tmp_path / "compare-a-b"

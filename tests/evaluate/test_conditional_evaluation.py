@@ -33,11 +33,8 @@ class _ClassCopier:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    ds = data.load_dataset("digits")
-    spec = data.DataSpec.build(ds, seed=0)
-    run = RunFolder(tmp_path_factory.mktemp("run"))
-    spec.save(run.data_spec)
+def setup(digits, digits_spec, digits_run):
+    ds, spec, run = digits, digits_spec, digits_run
     p = params.EvaluateParams(n_draws=3)
     ctx = E.Context(run, ds, spec, None, "stub")
     return ds, spec, run, p, E.make_extractor(ctx, p)
@@ -115,9 +112,9 @@ def test_every_conditional_model_evaluates_from_its_checkpoint(tmp_path, setup, 
     trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(run.model_ckpt, weights_only=True)
-    ctx = E.load_context({**p, "run_dir": str(run.path)})
+    ctx = E.load_context(p.replace(run_dir=str(run.path)))
     assert ctx.model.n_classes == 10
-    ev = E.evaluate(ctx, ext, {**p, "n_samples": 50})
+    ev = E.evaluate(ctx, ext, p.replace(n_samples=50))
     h = reports.headline(E.headline(ev, ext, ctx))
     assert 0 <= h["conditional_accuracy"] <= 1 and h["tstr_accuracy"] is not None
     if kind == "vae":

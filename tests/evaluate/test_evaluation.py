@@ -13,7 +13,6 @@ from genlab.ops import reports
 from genlab.evaluate import classifier_metrics as U
 from genlab.models import build_model
 from genlab.models.scoring import vae_bounds
-from genlab.ops.runs import RunFolder
 
 
 class _Copier:
@@ -30,13 +29,9 @@ class _Copier:
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    ds = data.load_dataset("digits")
-    spec = data.DataSpec.build(ds, seed=0)
-    run = RunFolder(tmp_path_factory.mktemp("run"))
-    spec.save(run.data_spec)
-    model = _Copier(ds.x[spec.pool("members")])
-    return E.Context(run, ds, spec, model, "stub copier")
+def ctx(digits, digits_spec, digits_run):
+    model = _Copier(digits.x[digits_spec.pool("members")])
+    return E.Context(digits_run, digits, digits_spec, model, "stub copier")
 
 
 def _p(**kw):

@@ -9,17 +9,14 @@ import pytest
 from genlab import data, params
 from genlab.evaluate import evaluation as E
 from genlab.ops import reports
-from genlab.ops.runs import RunFolder
 
 DS = data.load_dataset("digits")
 SPEC = data.DataSpec.build(DS, seed=0)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = RunFolder(tmp_path_factory.mktemp("run"))
-    SPEC.save(run.data_spec)  # what 01_train leaves; no model.ckpt: samples come from elsewhere
-    return str(run.path)
+def run_dir(digits_run):
+    return str(digits_run.path)  # what 01_train leaves; no model.ckpt: samples come from elsewhere
 
 
 def _evaluate(run_dir, path):

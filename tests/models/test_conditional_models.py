@@ -198,6 +198,7 @@ def labelled3(digits):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_fit_and_checkpoint_roundtrip(kind, labelled3, tmp_path, one_thread):
     """A short real fit on labelled data; the checkpoint reloads (weights_only) with its n_classes,
     class prior and weights, and samples exactly as the trained model."""
@@ -321,6 +322,7 @@ def _two_blobs(n=1024):
     ("gan", 10, {"width": 64, "latent_dim": 2, "lr_g": 1e-3, "lr_d": 1e-3}),
     ("ddpm", 40, {"width": 64, "timesteps": 50}),
 ])
+@pytest.mark.slow
 def test_conditioning_is_learnt_on_two_blobs(kind, epochs, kw, one_thread):
     """A label-blind model would put half of each label's samples on the wrong side."""
     x, y = _two_blobs()

@@ -121,6 +121,7 @@ def test_schedule_values():
     assert torch.allclose(m.alphas_cumprod, lin.float())
 
 
+@pytest.mark.slow
 def test_optimisation_reduces_loss_on_fixed_batch():
     torch.manual_seed(0)
     m = build_model("ddpm", (1, 8, 8), width=16, timesteps=100)
@@ -240,6 +241,7 @@ def loaders(digits):
     return TensorDataset(x[:256], y[:256]), TensorDataset(x[256:356], y[256:356])
 
 
+@pytest.mark.slow
 def test_fit_checkpoints_and_val_loss_reproducible(loaders, tmp_path):
     train, val = loaders
     seed_everything(0)

@@ -79,6 +79,7 @@ def _fixed_batch(n=64):
     return torch.tensor(load_digits().data[:n] / 16, dtype=torch.float32).reshape(n, 1, 8, 8)
 
 
+@pytest.mark.slow
 def test_vae_optimisation_reduces_loss():
     m = _small("vae", (1, 8, 8))
     x = _fixed_batch()
@@ -92,6 +93,7 @@ def test_vae_optimisation_reduces_loss():
     assert m.neg_elbo(x, gen()).mean().item() < before - 5
 
 
+@pytest.mark.slow
 def test_vae_gaussian_optimisation_reduces_loss():
     m = _small("vae", (2,))
     x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0)) * 0.1 + 3
@@ -104,6 +106,7 @@ def test_vae_gaussian_optimisation_reduces_loss():
     assert m.neg_elbo(x, torch.Generator().manual_seed(0)).mean().item() < before - 1
 
 
+@pytest.mark.slow
 def test_gan_discriminator_loss_decreases():
     m = _small("gan", (1, 8, 8))
     x = _fixed_batch()

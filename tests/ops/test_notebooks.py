@@ -53,6 +53,6 @@ def test_golden_outputs_are_clean(notebook):
 
 def test_train_headline_is_checked():
     nb = nbformat.read(NOTEBOOKS["train"], as_version=4)
-    cell = next(c for c in _code(nb) if "write_headline(run" in c.source)
+    cell = next(c for c in _code(nb) if "report.headline()" in c.source)
     assert "# NBVAL_CHECK_OUTPUT" in cell.source
     assert "final_val_loss" in cell.outputs[0]["data"]["text/plain"]

@@ -1,4 +1,4 @@
-"""Proof that the audit works (issue 4): a copier is caught completely, an overfit VAE is caught,
+"""Proof that the audit works: a copier is caught completely, an overfit VAE is caught,
 a DP-trained VAE is not, and the canary bound never exceeds the accountant's ε."""
 
 import numpy as np

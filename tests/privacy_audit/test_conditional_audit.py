@@ -19,6 +19,8 @@ from genlab.privacy_audit.audit import run_audit, train_shadows
 from genlab.ops.runs import RunFolder
 from genlab.drift_study.shifts import Pool
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 K = 10
 
 

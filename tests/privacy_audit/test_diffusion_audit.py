@@ -18,6 +18,8 @@ from genlab.models import build_model
 from genlab.privacy_audit.audit import run_audit
 from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 @pytest.fixture(scope="module")
 def overfit(d32, train_ddpm):
     return train_ddpm(d32.x("members"), steps=100)

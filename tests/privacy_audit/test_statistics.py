@@ -1,4 +1,4 @@
-"""Metrics and bounds of genlab.privacy against scipy / sklearn and hand computations."""
+"""Metrics and bounds of genlab.privacy_audit.statistics against scipy / sklearn and hand computations."""
 
 import math
 

@@ -53,6 +53,7 @@ def test_conditional_model_gets_the_datas_classes():
         experiment.model_from_params(_p(conditional=True), DIGITS.data_shape)
 
 
+@pytest.mark.slow
 def test_class_prior_is_the_members_shares_except_under_dp(tmp_path):
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Tests for genlab.training: fit, checkpoints, re-evaluation, determinism, resume, fine-tuning."""
+"""Tests for genlab.train.training: fit, checkpoints, re-evaluation, determinism, resume, fine-tuning."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ KINDS = ["vae", "gan"]
 SMALL = dict(width=64, depth=1, latent_dim=8)
 
 quiet_lightning()
-pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*LeafSpec"), pytest.mark.slow]  # every test here trains
 
 
 @pytest.fixture(scope="module")
