@@ -1,7 +1,7 @@
 """Conditional accuracy: do the class-conditional models generate the class they are asked for?
 
 Each model is trained with ``n_classes=10`` on the digits ``members`` pool (``DataSpec`` seed 0,
-``GenDataModule`` batch 64, ``genlab.training.fit`` seed 0, class prior = the members' label
+``GenDataModule`` batch 64, ``genlab.train.training.fit`` seed 0, class prior = the members' label
 shares, as ``01_train`` sets it), then asked for ``--n-per-class`` samples of every digit. The
 evaluation classifier of ``02_evaluate`` (``features.train_extractor``: trained on the same
 members pool, accuracy measured on the holdouts) labels each sample; the conditional accuracy is
@@ -37,9 +37,11 @@ import time
 import numpy as np
 import torch
 
-from genlab import data, features
+from genlab import data
+from genlab.datamodule import GenDataModule
+from genlab.evaluate import features
 from genlab.models import build_model
-from genlab.training import TrainConfig, fit, quiet_lightning, seed_everything
+from genlab.train.training import TrainConfig, fit, quiet_lightning, seed_everything
 
 # model -> (epochs, build_model hyper-parameters); everything else is the model's default
 DEFAULTS = {
@@ -55,7 +57,7 @@ def train(kind: str, epochs: int, hparams: dict, ds, spec, ckpt_dir: str):
     seed_everything(0)
     model = build_model(kind, list(ds.data_shape), n_classes=int(ds.n_classes), **hparams)
     model.set_class_prior(np.bincount(ds.y[spec.pool("members")], minlength=model.n_classes))
-    dm = data.GenDataModule(ds, spec, batch_size=64)
+    dm = GenDataModule(ds, spec, batch_size=64)
     t0 = time.perf_counter()
     fit(model, dm, ckpt_dir=ckpt_dir, cfg=TrainConfig(max_epochs=epochs, seed=0))
     return model.eval(), time.perf_counter() - t0

@@ -20,7 +20,9 @@ import time
 
 import torch
 
-from genlab import evaluation, metrics, params
+from genlab import params
+from genlab.evaluate import evaluation
+from genlab.evaluate import metrics
 from genlab.models import build_model, load_model
 
 SETTINGS = (("ddpm", None), ("ddim", 50), ("ddim", 20))
@@ -30,7 +32,7 @@ class FDScorer:
     """FD of samples vs a run's holdout_b in its classifier feature space (as 02_evaluate)."""
 
     def __init__(self, run_dir: str):
-        p = {**params.defaults("evaluate"), "run_dir": run_dir}
+        p = params.EvaluateParams(run_dir=run_dir)
         self.ctx = evaluation.load_context(p)
         if self.ctx.model.model_kind != "ddpm":
             raise SystemExit(f"--run must hold a DDPM, got model_kind={self.ctx.model.model_kind!r}")

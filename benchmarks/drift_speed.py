@@ -2,7 +2,7 @@
 recomputes the kernel for every permutation (what a textbook loop, and roughly alibi-detect's
 MMDDrift at this size, costs). 100 permutations, 500 vs 500 samples of 64 dimensions.
 
-Timings on shared machines swing with load (NOTES.md): both arms run interleaved in one
+Timings on shared machines swing with load: both arms run interleaved in one
 process, repeated, and the ratio of medians is reported. Prints one JSON object.
 
     .venv/bin/python benchmarks/drift_speed.py [--repeats 5]
@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from genlab import drift
-from genlab.drift_study import single_threaded
+from genlab.drift_study import detectors as drift
+from genlab.numerics import single_threaded
 
 
 def main() -> None:

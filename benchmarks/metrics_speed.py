@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 import torch
 
-from genlab import metrics as M
+from genlab.evaluate import metrics as M
 
 
 class _Identity(torch.nn.Module):

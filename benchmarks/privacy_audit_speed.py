@@ -1,7 +1,7 @@
 """03_privacy_audit with its defaults: wall time of the audit itself (``run_audit``, what the
 notebook's one heavy cell runs) on a trained run, against the issue's 90 s target on 2 cores.
 
-Timings on shared machines swing with load (NOTES.md): a fixed reference workload (numpy matmuls)
+Timings on shared machines swing with load: a fixed reference workload (numpy matmuls)
 runs interleaved with the audit, repeated, and the ratio of medians is reported beside the raw
 medians. With ``--timings`` the whole notebook's figure from a pipeline run is added (kernel start,
 every cell, HTML export), e.g. after
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab import data, models, params, privacy_audit, training
-from genlab.runs import RunFolder
+from genlab import data, models, params
+from genlab.privacy_audit import audit as privacy_audit
+from genlab.train import training
+from genlab.ops.runs import RunFolder
 
 TARGET_S = 90.0
 
@@ -44,9 +46,9 @@ def main() -> None:
     run = RunFolder(args.run_dir, create=False)
     model = models.load_model(run.require(run.model_ckpt, "train"))
     spec = data.DataSpec.load(run.require(run.data_spec, "train"))
-    ds = privacy_audit.load_data(spec)
+    ds = data.load_recorded(spec)
     canaries = privacy_audit.load_canaries(run.artifacts)
-    p = params.validate("privacy_audit", {**params.defaults("privacy_audit"), "run_dir": args.run_dir})
+    p = params.PrivacyAuditParams(run_dir=args.run_dir)
     rng = np.random.default_rng(0)
     audit_s, ref_s, verdicts = [], [], set()
     with tempfile.TemporaryDirectory() as tmp:  # the audit writes nothing into the run
@@ -57,7 +59,7 @@ def main() -> None:
                                         shadow_epochs=privacy_audit.training_epochs(run.path))
             audit_s.append(time.perf_counter() - t)
             verdicts.add(a.numbers["privacy_verdict"])
-    out = {"run_dir": args.run_dir, "repeats": args.repeats, "n_generated": p["n_generated"],
+    out = {"run_dir": args.run_dir, "repeats": args.repeats, "n_generated": p.n_generated,
            "n_scored": a.numbers["n_scored_members"], "verdicts": sorted(verdicts),
            "run_audit_median_s": statistics.median(audit_s), "run_audit_s": audit_s,
            "reference_median_s": statistics.median(ref_s),

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genlab.sweep import load_sweep, run_sweep
+from genlab.ops.sweep import load_sweep, run_sweep
 
 
 def timed_sweep(spec: Path, reports: Path, workers: int, threads: int) -> dict:

@@ -21,7 +21,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from genlab import data, experiment, params, training
+from genlab.datamodule import GenDataModule
+from genlab import data, params
+from genlab.train import notebook as experiment
+from genlab.train import training
 
 VAL_SEED = 10_000
 
@@ -77,10 +80,10 @@ def main() -> None:
     training.quiet_lightning()
     torch.set_num_threads(torch.get_num_threads())
 
-    p = params.defaults("train")
-    ds = data.load_dataset(p["dataset"])
-    spec = data.DataSpec.build(ds, seed=p["seed"])
-    dm = data.GenDataModule(ds, spec, batch_size=p["batch_size"])
+    p = params.TrainParams()
+    ds = data.load_dataset(p.dataset)
+    spec = data.DataSpec.build(ds, seed=p.seed)
+    dm = GenDataModule(ds, spec, batch_size=p.batch_size)
     dm.setup("fit")
     steps = len(dm.train_dataloader())
 
@@ -98,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for block in range(args.blocks):  # alternate blocks of epochs between the three sides
             end = (block + 1) * args.block_epochs
-            cfg = training.TrainConfig(max_epochs=end, batch_size=p["batch_size"])
+            cfg = training.TrainConfig(max_epochs=end, batch_size=p.batch_size)
             for model, ckpt_dir, times in ((lit_model, Path(tmp) / "nb", lit_times),
                                            (bare_model, Path(tmp) / "bare", bare_times)):
                 timer = EpochTimer()

@@ -1,8 +1,8 @@
-"""Data sets, the seeded split into pools, fingerprints, quality checks and the Lightning data module.
+"""Data sets, the seeded split into pools, fingerprints, and the one reload of a run's data.
 
 Every later stage (training, evaluation, privacy audit, drift study) reads the same `DataSpec`, so
-the pools written here decide which records count as members and which as non-members. Design
-contract: DESIGN.md, "Data pools".
+the pools written here decide which records count as members and which as non-members. Quality
+checks are in `data_quality.py`, the Lightning data module in `datamodule.py`.
 """
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import lightning
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 BUILTIN_DATASETS = ("digits", "toy")
 POOLS = ("members", "val", "holdout_a", "holdout_b")
@@ -377,126 +374,13 @@ class DataSpec:
                 "data_fingerprint": self.fingerprint, "dataset": self.dataset}
 
 
-# ----------------------------------------------------------------------------- quality
+def load_recorded(spec: "DataSpec") -> Dataset:
+    """The data set a run was trained on (a built-in by name, else the recorded source path: an
+    `.npz` or image folder of the user's), checked against the spec's hash so that pool indices
+    mean what they meant in training."""
+    from genlab.ops.runs import resolve_input
 
-@dataclass
-class QualityCheck:
-    name: str
-    status: str  # "ok" | "warn" | "error"
-    detail: str
-
-
-def quality_checks(ds: Dataset) -> list[QualityCheck]:
-    """Checks worth a look before training; "error" means training on these data makes no sense."""
-    x, n = ds.x, len(ds.x)
-    checks = []
-    if ds.is_image:
-        ok = x.shape[1] in (1, 3) and max(x.shape[2:]) <= MAX_IMAGE_SIDE
-        checks.append(QualityCheck("shape", "ok" if ok else "error",
-                                   f"{x.shape}; expected N×C×H×W, C in (1, 3), sides ≤ {MAX_IMAGE_SIDE}"))
-    else:
-        checks.append(QualityCheck("shape", "ok" if x.ndim == 2 else "error",
-                                   f"{x.shape}; expected N×C×H×W images or N×D records"))
-    flat = x.reshape(n, -1)
-    finite = np.isfinite(flat)
-    bad = int((~finite).sum())
-    checks.append(QualityCheck("finite", "error" if bad else "ok", f"{bad} NaN/inf values"))
-
-    vals = flat[finite]
-    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (float("nan"), float("nan"))
-    if ds.is_image:
-        in_range = bool(vals.size) and lo >= 0 and hi <= 1
-        checks.append(QualityCheck("value_range", "ok" if in_range else "error",
-                                   f"min {lo:g}, max {hi:g}; expected [0, 1]"))
-    else:
-        checks.append(QualityCheck("value_range", "ok", f"min {lo:g}, max {hi:g}"))
-
-    if n and flat.shape[1]:
-        rows = np.ascontiguousarray(flat).view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1])))
-        dup = n - len(np.unique(rows))
-    else:
-        dup = 0
-    status = "error" if dup > n / 2 else "warn" if dup else "ok"
-    checks.append(QualityCheck("duplicates", status, f"{dup} of {n} records repeat an earlier record exactly"))
-
-    n_feat = flat.shape[1]
-    const = int((flat.max(axis=0) == flat.min(axis=0)).sum()) if n else 0
-    # Images often have constant pixels (the blank border of digits): normal, so only "ok" there.
-    status = "warn" if const and (not ds.is_image or const == n_feat) else "ok"
-    checks.append(QualityCheck("constant_features", status, f"{const} of {n_feat} features constant"))
-
-    if ds.y is None or n == 0:
-        checks.append(QualityCheck("class_balance", "ok", "no labels"))
-    else:
-        counts = np.bincount(ds.y, minlength=ds.n_classes or 0)
-        names = ds.class_names if len(ds.class_names or ()) == len(counts) else [str(k) for k in range(len(counts))]
-        small, large = int(counts.argmin()), int(counts.argmax())
-        share = counts / max(n, 1)
-        status = "warn" if counts[small] < 0.2 * counts[large] or counts[small] < 5 else "ok"
-        checks.append(QualityCheck("class_balance", status,
-                                   f"smallest class {names[small]!r}: {counts[small]} ({share[small]:.1%}), "
-                                   f"largest {names[large]!r}: {counts[large]} ({share[large]:.1%})"))
-    checks.append(QualityCheck("sample_size", "error" if n < _MIN_RECORDS else "ok",
-                               f"{n} records; at least {_MIN_RECORDS} needed"))
-    return checks
-
-
-def assert_quality(checks: list[QualityCheck]) -> None:
-    errors = [c for c in checks if c.status == "error"]
-    if errors:
-        raise DataQualityError("data quality errors: " + "; ".join(f"{c.name}: {c.detail}" for c in errors))
-
-
-def quality_table(checks: list[QualityCheck]) -> list[dict]:
-    return [{"check": c.name, "status": c.status, "detail": c.detail} for c in checks]
-
-
-# ----------------------------------------------------------------------------- Lightning
-
-class EpochSeededSampler(torch.utils.data.Sampler[int]):
-    """Permutation seeded by (seed, epoch); Lightning calls set_epoch, so a resumed run sees the same
-    order as an uninterrupted one (a sampler with its own running RNG would not)."""
-
-    def __init__(self, n: int, seed: int):
-        if n < 0 or seed < 0:
-            raise DataError(f"EpochSeededSampler needs n >= 0 and seed >= 0, got n={n}, seed={seed}")
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class GenDataModule(lightning.LightningDataModule):
-    """Serves the spec's pools of `ds` as (x, y) batches; y is -1 for unlabelled data."""
-
-    def __init__(self, ds: Dataset, spec: DataSpec, *, batch_size: int = 64, num_workers: int = 0):
-        super().__init__()
-        spec.check_matches(ds)
-        if not _is_int(batch_size) or batch_size < 1:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not _is_int(num_workers) or num_workers < 0:
-            raise DataError(f"num_workers must be a non-negative integer, got {num_workers!r}")
-        self.ds, self.spec, self.batch_size, self.num_workers = ds, spec, batch_size, num_workers
-        self._x = torch.from_numpy(ds.x)
-        self._y = torch.from_numpy(ds.y) if ds.y is not None else torch.full((len(ds.x),), -1, dtype=torch.int64)
-
-    def pool_tensor(self, name: str) -> torch.Tensor:
-        return self._x[torch.from_numpy(self.spec.pool(name))]
-
-    def _loader(self, name: str, sampler=None) -> DataLoader:
-        idx = torch.from_numpy(self.spec.pool(name))
-        return DataLoader(TensorDataset(self._x[idx], self._y[idx]), batch_size=self.batch_size,
-                          sampler=sampler, shuffle=False, drop_last=False, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("members", EpochSeededSampler(len(self.spec.pools["members"]), self.spec.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    recorded = spec.dataset if spec.dataset in BUILTIN_DATASETS else spec.source
+    ds = load_dataset(resolve_input(recorded))
+    spec.check_matches(ds)
+    return ds

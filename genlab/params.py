@@ -9,10 +9,11 @@ parameter, what was expected and what was given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import yaml
 
@@ -248,7 +249,7 @@ DRIFT_STUDY = _COMMON + [
     Param("retrain_min_window", 50, int, "retraining rule: production records needed", low=10,
           high=1_000_000),
     Param("retrain_shift", "transform:medium", str, "shift of the retraining scenario "
-          "(kind[:intensity], see genlab.shifts)"),
+          "(kind[:intensity], see genlab.drift_study.shifts)"),
     Param("retrain_epochs", 30, int, "fine-tuning epochs after drift", low=1, high=100_000),
     Param("production", None, str, "your own production data (.npz / image folder) to test "
           "against the reference", optional=True),
@@ -295,8 +296,9 @@ def validate(notebook: str, values: Mapping[str, Any], *, partial: bool = False)
     return out
 
 
-def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the parameters a notebook kernel holds right after the parameters cell.
+def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> "Params":
+    """Validate the parameters a notebook kernel holds right after the parameters cell; return
+    them as the notebook's typed parameter object.
 
     Collects every top-level name that is not private, not the kernel's own and not a module,
     function or class: a misspelt `-p max_epoch 3` from papermill is then caught here."""
@@ -305,9 +307,72 @@ def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any
         for k, v in namespace.items()
         if not k.startswith("_")
         and k not in _KERNEL_NAMES
-        and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+        and not isinstance(v, (types.ModuleType, types.FunctionType, type, Params))
     }
-    return validate(notebook, found)
+    return PARAMS[notebook](**validate(notebook, found))
+
+
+# --------------------------------------------------------------------------- typed parameters
+class Params:
+    """Base of the typed, frozen parameter objects generated from the specs above (one class per
+    notebook, one field per declared parameter, same names and defaults). Constructing one checks
+    every value as `validate` does; `p.max_epochs` reads a value. Read-only mapping methods
+    (`p["seed"]`, `keys`, `get`, `dict(p)`) serve code that records all parameters (provenance)."""
+
+    notebook: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        known = spec(self.notebook)
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, known[f.name].check(getattr(self, f.name)))
+
+    def replace(self, **changes: Any) -> "Params":
+        """A copy with `changes` (checked; an unknown name is a ParameterError)."""
+        validate(self.notebook, changes, partial=True)
+        return dataclasses.replace(self, **changes)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in spec(self.notebook):
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in spec(self.notebook) else default
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.keys()}
+
+
+def _params_class(notebook: str, name: str) -> type[Params]:
+    def annotation(p: Param) -> Any:
+        kinds = p.kind if isinstance(p.kind, tuple) else (p.kind,)
+        return kinds[0] if len(kinds) == 1 and not p.optional else Any
+
+    cls = dataclasses.make_dataclass(
+        name, [(p.name, annotation(p), dataclasses.field(default=p.default))
+               for p in NOTEBOOK_PARAMS[notebook]],
+        bases=(Params,), frozen=True, namespace={"notebook": notebook})
+    cls.__doc__ = f"The parameters of the {notebook!r} notebook (see `genlab params {notebook}`)."
+    cls.__module__ = __name__
+    return cls
+
+
+TrainParams = _params_class("train", "TrainParams")
+EvaluateParams = _params_class("evaluate", "EvaluateParams")
+PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
+DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
+PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
+                                   "privacy_audit": PrivacyAuditParams,
+                                   "drift_study": DriftStudyParams}
+
+
+def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:
+    """The notebook's typed parameters from `values` and `kw`, defaults for the rest; the checks
+    and messages of `validate` (unknown names included)."""
+    return PARAMS[notebook](**validate(notebook, {**(values or {}), **kw}, partial=True))
 
 
 def parse_assignment(text: str) -> tuple[str, Any, str]:

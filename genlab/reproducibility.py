@@ -14,7 +14,7 @@ differently. genlab therefore pins what can be pinned and records the rest:
   simulated by each library's own ISA cap: with both set, 10 epochs of the default VAE gave
   bit-identical weights on all three; with neither, the SSE4 run differed by 6e-3. Other
   architectures (ARM, GPUs) still differ, so regression tests compare floats within measured
-  tolerances (`genlab.golden`), never as exact text.
+  tolerances (`genlab.ops.golden`), never as exact text.
 
 Both switches are read by torch/MKL at their first computation, so :func:`configure` must run
 before any tensor op; `genlab run`, the installed kernel spec and the test suite set them in the

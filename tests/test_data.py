@@ -14,23 +14,15 @@ from genlab.data import (
     DataQualityError,
     DataSpec,
     Dataset,
-    EpochSeededSampler,
-    GenDataModule,
-    assert_quality,
     data_sha256,
     fingerprint,
     load_dataset,
     make_pools,
-    quality_checks,
-    quality_table,
 )
+from genlab.data_quality import assert_quality, quality_checks, quality_table
+from genlab.datamodule import EpochSeededSampler, GenDataModule
 
 ALL = POOLS + ("excluded",)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def small_images(n=40, labels=True, seed=0):
@@ -422,6 +414,7 @@ class _Recorder(lightning.LightningModule):
 
 
 @pytest.mark.filterwarnings("ignore:.*validation_step", "ignore:.*LeafSpec")
+@pytest.mark.slow
 def test_lightning_order_per_epoch_and_after_resume(tmp_path):
     """Lightning calls set_epoch: each epoch's order is the sampler's, also after resuming."""
     ds = Dataset("toy", "t", np.arange(60, dtype=np.float32)[:, None].repeat(2, 1))

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from genlab import params as P
-from genlab.pipeline import available_notebooks
+from genlab.ops.pipeline import available_notebooks
 
 
 def test_defaults_pass_their_own_spec():

@@ -38,7 +38,7 @@ def hparam_names(kind: str) -> list[str]:
 def build_model(kind: str, data_shape, **hparams) -> L.LightningModule:
     """Build model ``kind`` ("vae" | "gan" | "ddpm") for records of shape ``data_shape``.
 
-    Seed first (``genlab.training.seed_everything(seed)``): the initial weights come from the
+    Seed first (``genlab.train.training.seed_everything(seed)``): the initial weights come from the
     global torch RNG.
     """
     cls = _model_class(kind)

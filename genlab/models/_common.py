@@ -155,6 +155,17 @@ class ClassConditional:
         """One-hot codes ``(N, n_classes)`` of checked labels (``None`` passes through)."""
         return None if labels is None else torch.nn.functional.one_hot(labels, self.n_classes).to(dtype)
 
+    def sample_latent(self, n: int, seed: int | None, labels, decode) -> torch.Tensor:
+        """``decode(z, labels)`` at ``n`` draws of z ~ N(0, I) (``latent_dim``) in eval mode without
+        gradients (the mode is restored): the VAE's and the GAN's ``sample``. ``seed`` draws z
+        from a private generator (same seed → same samples, global RNG untouched); ``None`` uses
+        the global torch RNG. Conditional: ``labels`` ``(n,)``, or drawn with
+        ``sample_labels(n, seed)`` when ``None``."""
+        labels = self.labels_for_sampling(int(n), seed, labels)
+        z = randn((int(n), self.latent_dim), seeded(seed), self.device)
+        with eval_no_grad(self):
+            return decode(z, labels)
+
     def labels_for_sampling(self, n: int, seed: int | None, labels) -> torch.Tensor | None:
         """``labels`` checked, or drawn with :meth:`sample_labels` (same ``seed``) when ``None``."""
         if self.n_classes and labels is None:

@@ -76,6 +76,22 @@ def alpha_bar_schedule(schedule: str, timesteps: int) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor, *,
+              eta: float = 0.0, clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM update (Song et al. 2021) of ``x`` at level ᾱ = ``ab`` to level ``ab_prev``, given the
+    denoiser's ``eps``: the predicted clean record x₀, then ``√ᾱ' x₀ + √(1 − ᾱ' − σ²) ε``; returns it
+    (the caller adds ``σ`` × fresh noise when ``eta > 0``) and σ. ``clamp``: x₀ clipped to the data
+    range [-1, 1] and ε recomputed from it (images). Going up in noise (``ab_prev < ab``, DDIM
+    inversion) gives σ = 0."""
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    if clamp:
+        x0 = x0.clamp(-1, 1)
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+    sigma = (eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt() if eta
+             else torch.zeros_like(ab_prev))
+    return ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps, sigma
+
+
 def _check_guidance_scale(w) -> None:
     if not 0 <= w < math.inf:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {w!r}")
@@ -259,12 +275,7 @@ class DDPM(ClassConditional, L.LightningModule):
                 ab_prev = ab_all[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=ab.device)
                 eps = self.guided_eps(x, torch.full((shape[0],), t, dtype=torch.long, device=self.device),
                                       labels, guidance_scale)
-                x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-                if self.is_image:
-                    x0 = x0.clamp(-1, 1)
-                    eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-                sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
-                x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+                x, sigma = ddim_step(x, eps, ab, ab_prev, eta=eta, clamp=self.is_image)
                 if eta > 0 and i + 1 < len(ts):
                     x = x + sigma * randn(shape, gen, self.device)
             return self.to_data_space(x)

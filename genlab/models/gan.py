@@ -8,7 +8,7 @@
   ``L_G = softplus(-D(G(z)))``. Manual optimisation: one discriminator step per batch and a
   generator step every ``n_critic`` batches. Training noise comes from the global torch RNG (so a
   seeded run is reproducible and the training callback can checkpoint the RNG).
-- ``spectral_norm=False`` (set by DP-SGD training, :mod:`genlab.dp`): a plain discriminator
+- ``spectral_norm=False`` (set by DP-SGD training, :mod:`genlab.train.dp`): a plain discriminator
   (Opacus cannot compute per-sample gradients through the spectral-norm parametrisation; the
   conv backbone then has GroupNorm). Under DP each row of the discriminator's real+fake batch is
   its own per-sample clipping unit (each member is in exactly one; Opacus refuses to accumulate
@@ -88,7 +88,7 @@ class GAN(ClassConditional, L.LightningModule):
         if k:  # likewise recorded only when conditional
             hp["n_classes"] = k
         self.save_hyperparameters(hp)
-        self.dp_per_sample = False  # set by genlab.dp.make_private
+        self.dp_per_sample = False  # set by genlab.train.dp.make_private
         self.dp_hooks = None  # Opacus' per-sample gradient hooks on the discriminator (DP only)
         self.data_shape = tuple(data_shape)
         self.latent_dim = int(latent_dim)
@@ -117,16 +117,8 @@ class GAN(ClassConditional, L.LightningModule):
         return out.squeeze(1)
 
     def sample(self, n: int, seed: int | None = None, labels=None) -> torch.Tensor:
-        """``n`` generated records ``(n, *data_shape)``.
-
-        ``seed`` draws z from a private generator (same seed → same samples, global RNG untouched);
-        ``None`` uses the global torch RNG. Conditional: ``labels`` ``(n,)``, or drawn with
-        ``sample_labels(n, seed)`` when ``None``. Eval mode and no gradients; the mode is restored.
-        """
-        labels = self.labels_for_sampling(int(n), seed, labels)
-        z = randn((int(n), self.latent_dim), seeded(seed), self.device)
-        with eval_no_grad(self):
-            return self.generate(z, labels)
+        """``n`` generated records ``(n, *data_shape)`` (see ``sample_latent`` for seed and labels)."""
+        return self.sample_latent(n, seed, labels, self.generate)
 
     def _d_loss(self, x: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
                 fake_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -161,16 +161,9 @@ class VAE(ClassConditional, L.LightningModule):
             return self.decode(self.encode(x, labels)[0], labels)
 
     def sample(self, n: int, seed: int | None = None, labels=None) -> torch.Tensor:
-        """``n`` samples ``(n, *data_shape)``: the decoder mean at z ~ N(0, I).
-
-        ``seed`` draws z from a private generator (same seed → same samples, global RNG untouched);
-        ``None`` uses the global torch RNG. Conditional: ``labels`` ``(n,)``, or drawn with
-        ``sample_labels(n, seed)`` when ``None``. Eval mode and no gradients; the mode is restored.
-        """
-        labels = self.labels_for_sampling(int(n), seed, labels)
-        z = randn((int(n), self.latent_dim), seeded(seed), self.device)
-        with eval_no_grad(self):
-            return self.decode(z, labels)
+        """``n`` samples ``(n, *data_shape)``: the decoder mean at z ~ N(0, I) (see ``sample_latent``
+        for seed and labels)."""
+        return self.sample_latent(n, seed, labels, self.decode)
 
     # ------------------------------------------------------------ lightning
     def configure_optimizers(self):

@@ -1,0 +1,7 @@
+"""`python -m genlab run|sweep|gate|golden|params ...`: the `genlab` command."""
+
+import sys
+
+from genlab.ops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Running the stages: run folders, reports, the papermill pipeline, the `genlab` command line,
+sweeps, CI gates."""

@@ -1,0 +1,184 @@
+"""Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
+
+    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
+    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
+    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
+    genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
+    genlab params [train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genlab import params as P
+from genlab.ops.pipeline import (NOTEBOOKS, PipelineError, available_notebooks, plan_run,
+                             refresh_golden, run_pipeline)
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise P.ParameterError(f"-f {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise P.ParameterError(f"-f {path}: not valid YAML ({exc})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise P.ParameterError(f"-f {path}: expected a mapping of parameter: value, "
+                               f"got {type(doc).__name__}")
+    return doc
+
+
+def collect_parameters(files: list[str], assignments: list[str], only: list[str] | None
+                       ) -> dict[str, Any]:
+    """Files first, then -p (later wins); str parameters keep their literal -p text."""
+    values: dict[str, Any] = {}
+    for path in files:
+        values.update(_load_yaml(path))
+    specs = [P.spec(s) for s in (only or NOTEBOOKS) if s in P.NOTEBOOK_PARAMS]
+    for text in assignments:
+        key, value, raw = P.parse_assignment(text)
+        param = next((s[key] for s in specs if key in s), None)
+        values[key] = P.restore_text(param, value, raw)
+    return values
+
+
+def _golden(args) -> int:
+    from genlab.ops import golden
+
+    found = available_notebooks()
+    unknown = [short for short in args.only if short not in found]
+    if unknown:
+        print(f"genlab golden: unknown notebook(s) {unknown}; expected names from {list(found)}",
+              file=sys.stderr)
+        return 2
+    if args.seeds < 3:
+        print(f"genlab golden: --seeds must be at least 3 (a spread needs them), got {args.seeds}",
+              file=sys.stderr)
+        return 2
+    selected = args.only or list(found)
+    if not args.headlines_only:
+        for short in selected:
+            print(f"golden: {found[short]}")
+            refresh_golden(found[short])
+    if not args.notebooks_only:
+        golden.write_golden([NOTEBOOKS[s] for s in found], seeds=list(range(args.seeds)),
+                            jobs=args.jobs)
+    return 0
+
+
+def _split_only(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _sweep(args) -> int:
+    import json
+
+    from genlab.ops.runs import atomic_write_text
+    from genlab.ops.sweep import load_sweep, run_sweep
+
+    if args.workers < 1 or args.threads < 1:
+        print("genlab: error: --workers and --threads must be ≥ 1", file=sys.stderr)
+        return 2
+    try:
+        sweep = load_sweep(args.file, args.reports_dir)
+    except P.ParameterError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = run_sweep(sweep, workers=args.workers, threads=args.threads,
+                         scheduler=args.scheduler)
+    except KeyboardInterrupt:
+        print("genlab: interrupted; finished runs are in place", file=sys.stderr)
+        return 130
+    atomic_write_text(sweep.folder / "timings.json", json.dumps(
+        {r["run"]: r["seconds"] for r in rows}, indent=1, sort_keys=True) + "\n")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def _gate(args) -> int:
+    from genlab.ops.gate import GateError, evaluate, load_rules
+    from genlab.ops.reports import Table
+
+    try:
+        rows = evaluate(args.target, load_rules(args.rule, args.file))
+    except GateError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(repr(Table(rows, title=f"gate: {args.target}", digits=6)))
+    failed = [r for r in rows if r["status"] != "pass"]
+    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genlab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute report notebooks into reports/<name>/")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-f", "--file", action="append", default=[], metavar="PARAMS.YAML")
+    run.add_argument("--only", help=f"comma-separated subset of {','.join(NOTEBOOKS)}")
+    run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
+    run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    sweep = sub.add_parser("sweep", help="run a grid of parameter sets on Dask")
+    sweep.add_argument("file", type=Path, help="sweep YAML (name, only, base, grid, runs)")
+    sweep.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    sweep.add_argument("--threads", type=int, default=1, help="compute threads per run")
+    sweep.add_argument("--scheduler", help="address of an existing Dask scheduler "
+                       "(workers must share this file system)")
+    sweep.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
+    gate = sub.add_parser("gate", help="check rules over headline JSON; non-zero exit on failure")
+    gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
+    gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
+    gate.add_argument("-f", "--file", action="append", default=[], metavar="RULES.YAML")
+    gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs and "
+                          "the golden headline numbers with their tolerances (tests/golden/)")
+    gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
+    what = gold.add_mutually_exclusive_group()
+    what.add_argument("--notebooks-only", action="store_true")
+    what.add_argument("--headlines-only", action="store_true")
+    gold.add_argument("--seeds", type=int, default=5, help="default runs whose spread sets the "
+                      "tolerances (at least 3)")
+    gold.add_argument("--jobs", type=int, default=2, help="seed runs at a time")
+    show = sub.add_parser("params", help="list a notebook's parameters with defaults")
+    show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
+    args = parser.parse_args(argv)
+
+    if args.command == "params":
+        for p in P.NOTEBOOK_PARAMS[args.notebook]:
+            print(f"{p.name:24} {p.default!r:22} {p.expected():34} {p.doc}")
+        return 0
+    if args.command == "gate":
+        return _gate(args)
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "golden":
+        return _golden(args)
+    try:
+        only = _split_only(args.only)
+        values = collect_parameters(args.file, args.param, only)
+        plan = plan_run(values, only=only, name=args.name, reports_dir=args.reports_dir)
+    except P.ParameterError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_pipeline(plan, progress=not args.no_progress)
+    except PipelineError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
