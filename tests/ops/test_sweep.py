@@ -181,3 +181,33 @@ def test_sweep_page_clips_intervals_and_flags_groups_with_few_seeds(tmp_path):
     assert "[0, " in page and "-0." not in page.split("<h2>Runs</h2>")[0]
     assert ("Fewer than 3 seeds with results in 2 of 3 group(s): model=gan (2 seeds); "
             "model=ddpm (1 seed). With so few seeds a t-interval means nothing") in page
+
+
+def test_unset_parameters_are_named_with_the_notebook_default(tmp_path):
+    from genlab.ops.sweep import KEY_FILE
+
+    assert run_names([{"model": "vae"}, {"model": "gan", "max_epochs": 200}]) == [
+        "model-vae_max_epochs-100", "model-gan_max_epochs-200"]
+    # stated or left unset, the default is the same run parameter: not a varying one
+    assert run_names([{"seed": 0}, {"seed": 1, "max_epochs": 100}]) == ["seed-0", "seed-1"]
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(json.dumps({"name": "d", "only": ["train"], "base": {"dataset": "toy"},
+                                "runs": [{"model": "vae"}, {"model": "gan", "max_epochs": 200}],
+                                "grid": {"seed": [0, 1]}}))
+    sweep = load_sweep(spec, tmp_path / "rep")
+    assert [r.name for r in sweep.runs] == [
+        "model-vae_seed-0_max_epochs-100", "model-vae_seed-1_max_epochs-100",
+        "model-gan_seed-0_max_epochs-200", "model-gan_seed-1_max_epochs-200"]
+    for i, run in enumerate(sweep.runs):  # finished runs: the page is written without Dask
+        run.plan.final_dir.mkdir(parents=True)
+        (run.plan.final_dir / KEY_FILE).write_text(run.key + "\n")
+        (run.plan.final_dir / "index.html").write_text("<html></html>")
+        (run.plan.final_dir / "01_train.json").write_text(json.dumps({"final_val_loss": 1.0 + i}))
+    run_sweep(sweep, echo=lambda *_: None)
+    summary = json.loads((sweep.folder / "summary.json").read_text())
+    assert [g["group"] for g in summary["groups"]] == ["model=vae, max_epochs=100",
+                                                       "model=gan, max_epochs=200"]
+    assert [r["param.max_epochs"] for r in summary["runs"]] == [100, 100, 200, 200]
+    page = (sweep.folder / "index.html").read_text()
+    assert "None" not in page and "model=vae, max_epochs=100" in page
