@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
 	$(PIP) install -q -c constraints.txt -e ".[dev,dp]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	mkdir -p $(VENV)/etc/ipython && echo 'c.IPKernelApp.log_level = "ERROR"  # no start-up warnings from papermill by hand' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	touch $@
 
 ## Train and write all reports of the default run: reports/$(NAME)/index.html

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from genlab.data import Dataset, DataSpec
+from genlab.models.checkpoint import read_checkpoint
 from genlab.numerics import single_threaded
 from genlab.ops.runs import RunFolder, atomic_write_bytes
 
@@ -240,7 +241,7 @@ def _save(ext: Extractor, path: Path) -> None:
 def _load(path: Path, spec: DataSpec, seed: int) -> Extractor | None:
     """The cached extractor, or None when the file is unreadable or from another recipe/data."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_checkpoint(path)
         config = blob["config"]
         if (config.get("format") != _FORMAT or config.get("fingerprint") != spec.fingerprint
                 or config.get("seed") != seed or config.get("epochs") != _EPOCHS):

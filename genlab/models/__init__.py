@@ -14,11 +14,13 @@ import lightning as L
 import torch
 
 from ._common import is_conditional
+from .checkpoint import CheckpointError, checkpoint_label, read_checkpoint
 from .diffusion import DDPM
 from .gan import GAN
 from .vae import VAE
 
-__all__ = ["MODELS", "VAE", "GAN", "DDPM", "build_model", "load_model", "hparam_names", "is_conditional"]
+__all__ = ["MODELS", "VAE", "GAN", "DDPM", "build_model", "load_model", "hparam_names", "is_conditional",
+           "CheckpointError", "read_checkpoint"]
 
 MODELS: dict[str, type[L.LightningModule]] = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
 
@@ -49,29 +51,43 @@ def build_model(kind: str, data_shape, **hparams) -> L.LightningModule:
     return cls(data_shape, **hparams)
 
 
-def load_model(ckpt_path) -> L.LightningModule:
+def load_model(ckpt_path, *, param: str | None = None) -> L.LightningModule:
     """Rebuild a model from a genlab/Lightning checkpoint file alone; returned in eval mode.
 
-    Reads with ``weights_only=True``, dispatches on the ``model_kind`` hyper-parameter, rebuilds
-    the module from its hyper-parameters and loads the state dict strictly. Does not disturb the
-    global torch RNG.
+    Reads with ``weights_only=True`` (:func:`read_checkpoint`), dispatches on the ``model_kind``
+    hyper-parameter, rebuilds the module from its hyper-parameters and loads the state dict
+    strictly. Does not disturb the global torch RNG. ``param`` names the parameter that gave the
+    path in error messages. Unusable files raise :class:`CheckpointError` (a ValueError).
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
-        raise ValueError(f"{path} is not a readable genlab checkpoint: torch.load failed ({type(e).__name__}: {e})") from e
+    ckpt = read_checkpoint(path, param=param)
+    label = checkpoint_label(path, param)
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or "state_dict" not in ckpt or hp.get("model_kind") not in MODELS:
-        raise ValueError(
-            f"{path} is not a genlab checkpoint: expected a Lightning checkpoint whose hyper_parameters name "
-            f"a model_kind in {sorted(MODELS)}"
-        )
+    if not isinstance(hp, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{label} is not a genlab checkpoint: it holds {_holds(ckpt)}; expected a Lightning "
+            "checkpoint (a dict with 'state_dict' and 'hyper_parameters') written by genlab")
+    if hp.get("model_kind") not in MODELS:
+        raise CheckpointError(
+            f"{label} is not a genlab checkpoint, or was written by another genlab version or model "
+            f"kind: its hyper_parameters name model_kind={hp.get('model_kind')!r}, expected one of "
+            f"{sorted(MODELS)}")
     hp = dict(hp)
     kind = hp.pop("model_kind")
-    with torch.random.fork_rng(devices=[]):
-        model = MODELS[kind](**hp)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = MODELS[kind](**hp)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{label} was written by another genlab version or model kind: this genlab cannot "
+            f"rebuild its {kind!r} from it ({type(e).__name__}: {detail}); retrain with this "
+            "version") from None
     return model.eval()
+
+
+def _holds(obj) -> str:
+    if isinstance(obj, dict):
+        return f"a dict with keys {sorted(map(str, obj))[:8]}"
+    return f"a {type(obj).__name__}"

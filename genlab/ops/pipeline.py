@@ -6,12 +6,16 @@
 
 A failed or interrupted run never touches the earlier good `reports/<name>/`: its staging folder
 is kept as `reports/<name>.failed/` with the failed notebook saved as `<notebook>.failed.ipynb`.
+A run stopped by a full disk keeps only that notebook: the rest of its partial output is
+deleted, and the error says how much the run had written and how much space was left.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -143,6 +147,73 @@ def _failure_text(step: Step, exc: BaseException) -> str:
     return f"notebook '{step.short}' ({step.stem}.ipynb) failed:\n{detail}"
 
 
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# a kernel's error reaches us as text (papermill's exception carries the traceback's lines)
+_DISK_FULL_TEXT = re.compile(r"\[Errno (?:%d|%d)\]|No space left on device|Disk quota exceeded"
+                             % _DISK_FULL_ERRNOS)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a full disk or quota."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if _DISK_FULL_TEXT.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _size(n: float) -> str:
+    if n < 1000:
+        return f"{int(n)} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def discard_after_disk_full(staging: Path, failed: Path | None, name: str) -> str:
+    """A run stopped by a full disk: delete its partial output (keep only the failed notebooks,
+    ``*.failed.ipynb``, in ``failed``; nothing when ``failed`` is None) and return one line
+    saying how much the run had written and how much space was left."""
+    written = _folder_bytes(staging) if staging.exists() else 0
+    free_then = shutil.disk_usage(staging if staging.exists() else staging.parent).free
+    kept: list[str] = []
+    if failed is not None and staging.exists():
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)  # a rename needs no space; then everything else goes
+        for path in failed.iterdir():
+            if path.name.endswith(".failed.ipynb"):
+                kept.append(path.name)
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if not kept:
+            shutil.rmtree(failed, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    free_now = shutil.disk_usage(staging.parent).free
+    where = f"kept {', '.join(kept)} in {failed}" if kept else "kept nothing"
+    return (f"disk full: run '{name}' needed more than {_size(written + free_then)}: it had "
+            f"written {_size(written)} to {staging} when {_size(free_then)} were left free; its "
+            f"partial output was deleted ({where}), {_size(free_now)} are free now; free more "
+            "space or use --reports-dir on a larger disk, then run again")
+
+
 def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     """Execute the plan; return the final run folder. Raises PipelineError on failure."""
     root = project_root()
@@ -156,7 +227,14 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     if trains:  # training rewrites the whole run folder
         staging.mkdir(parents=True)
     else:  # later notebooks add to an existing run: work on a copy of it
-        shutil.copytree(plan.final_dir, staging, ignore=shutil.ignore_patterns("*.failed.ipynb"))
+        try:
+            shutil.copytree(plan.final_dir, staging, ignore=shutil.ignore_patterns("*.failed.ipynb"))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            raise PipelineError(f"copying {plan.final_dir} to work on failed: {exc}\n"
+                                + discard_after_disk_full(staging, None, plan.name)) from exc
 
     timings: dict[str, Any] = {}
     previous_env = {k: os.environ.get(k) for k in (STAGING_ENV, *kernel_environment())}
@@ -168,8 +246,15 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
                  f"-> {plan.run_dir_param}/{step.stem}.html")
             timings[step.stem] = _execute(step, staging, root, progress)
             echo(f"      done in {timings[step.stem]['execute_s']:.1f} s")
-    except BaseException:
+        write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
+    except BaseException as exc:
         failed = reports / f"{plan.name}.failed"
+        if is_disk_full(exc):
+            space = discard_after_disk_full(staging, failed, plan.name)
+            echo(f"run '{plan.name}' failed: disk full; partial output deleted; "
+                 f"{plan.final_dir} left as it was")
+            text = str(exc).strip() if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+            raise PipelineError(f"{text}\n{space}") from exc
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         echo(f"run '{plan.name}' failed; partial output kept in {failed}; "
@@ -178,7 +263,6 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     finally:
         _restore_env(previous_env)
 
-    write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
     replace_dir(staging, plan.final_dir)
     shutil.rmtree(reports / f"{plan.name}.failed", ignore_errors=True)
     _merge_timings(plan.final_dir / "timings.json", timings)

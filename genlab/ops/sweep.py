@@ -71,8 +71,27 @@ def expand(base: dict, grid: dict, runs: list[dict]) -> list[dict[str, Any]]:
     return [{**base, **run, **point} for run in (runs or [{}]) for point in points]
 
 
+def declared_default(name: str) -> Any:
+    """The default a notebook declares for parameter `name` (what a run that leaves it unset
+    gets), from the first notebook spec that has it; None for a name no notebook declares."""
+    for notebook in P.NOTEBOOK_PARAMS:
+        spec = P.spec(notebook)
+        if name in spec:
+            return spec[name].default
+    return None
+
+
+def with_defaults(value_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run's values, with every parameter some other run sets filled in from the notebooks'
+    declared defaults: names and groups then show what a run used, never "None" for "unset"."""
+    names = list(dict.fromkeys(k for v in value_sets for k in v))
+    return [{**{k: declared_default(k) for k in names}, **v} for v in value_sets]
+
+
 def run_names(value_sets: list[dict[str, Any]]) -> list[str]:
-    """Folder names from the parameters that vary across the sweep, e.g. `model-gan_seed-1`."""
+    """Folder names from the parameters that vary across the sweep, e.g. `model-gan_seed-1`;
+    a run that leaves a parameter unset is named with the notebook's default."""
+    value_sets = with_defaults(value_sets)
     varying = [k for k in dict.fromkeys(k for v in value_sets for k in v)
                if len({json.dumps(v.get(k), sort_keys=True) for v in value_sets}) > 1]
     names = []
@@ -193,6 +212,7 @@ def run_sweep(sweep: Sweep, *, workers: int = 2, threads: int = 1,
             if cluster is not None:
                 cluster.close()
     rows = [results[r.name] for r in sweep.runs]
-    write_sweep_report(sweep.folder, [(r.name, r.values) for r in sweep.runs], rows)
+    filled = with_defaults([r.values for r in sweep.runs])
+    write_sweep_report(sweep.folder, [(r.name, v) for r, v in zip(sweep.runs, filled)], rows)
     echo(f"comparison: {sweep.folder / 'index.html'}")
     return rows

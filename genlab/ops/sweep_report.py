@@ -1,8 +1,10 @@
 """The sweep comparison page: `reports/<sweep>/index.html`, `summary.csv`, `summary.json`.
 
 One row per run (its varying parameters and headline numbers, links to its reports), and per
-group of runs that differ only in `seed`: mean ± 95% t-interval of every numeric headline key.
-Figures show the metrics a researcher compares first, per group, with their intervals.
+group of runs that differ only in `seed`: mean ± 95% t-interval of every numeric headline key,
+clipped to the metric's valid range (`metric_range`). A group of fewer than
+`MIN_SEEDS_FOR_INTERVAL` seeds shows its range (min, max) instead: a t-interval from 2 values
+(t = 12.7) says nothing. Figures show the metrics a researcher compares first, per group.
 Nothing here reads a clock: the same runs give the same bytes (run times go to timings.json).
 """
 
@@ -28,6 +30,45 @@ KEY_METRICS = ("final_val_loss", "fd", "tstr_accuracy", "conditional_accuracy", 
                "precision", "recall", "c2st_auc", "mia_auc_max", "epsilon_lower_bound", "dp_epsilon",
                "false_alarm_rate_max", "best_detection_rate_at_n100")
 MAX_PANELS = 6
+
+
+MIN_SEEDS_FOR_INTERVAL = 3
+
+# Valid ranges by name token (a key is split at "_"): probabilities and shares lie in [0, 1];
+# distances, divergences, counts, privacy budgets and delays are >= 0. Losses, likelihoods,
+# gaps and z-scores can take any sign and are not clipped.
+_UNIT_TOKENS = {"accuracy", "auc", "precision", "recall", "coverage", "authenticity", "share",
+                "rate", "frac", "tpr", "fpr", "pvalue", "ece", "tv", "nndr"}
+_NONNEG_TOKENS = {"fd", "kid", "dcr", "density", "distance", "epsilon", "arl0", "delay",
+                  "inception", "epochs", "epoch", "trials", "m"}
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """The values ``key`` can take: (0, 1), (0, inf) or (-inf, inf) when unknown."""
+    tokens = key.lower().split("_")
+    if _UNIT_TOKENS.intersection(tokens):
+        return 0.0, 1.0
+    if tokens[0] == "n" or _NONNEG_TOKENS.intersection(tokens):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def clip_interval(key: str, mean: float, lo: float, hi: float) -> tuple[float, float]:
+    """The interval clipped to ``metric_range(key)``; it always keeps the mean (an unbiased
+    estimate such as KID can fall below 0 although the quantity cannot)."""
+    low, high = metric_range(key)
+    return max(lo, min(low, mean)), min(hi, max(high, mean))
+
+
+def group_cell(key: str, values: Sequence[float]) -> dict[str, Any]:
+    """One metric of one group: mean, n, min, max, and the clipped 95% t-interval when
+    n >= MIN_SEEDS_FOR_INTERVAL (else ``ci_low``/``ci_high`` are None)."""
+    m, lo, hi = mean_ci(values)
+    cell = {"mean": m, "n": len(values), "min": float(min(values)), "max": float(max(values)),
+            "ci_low": None, "ci_high": None}
+    if len(values) >= MIN_SEEDS_FOR_INTERVAL and not (math.isnan(lo) or math.isnan(hi)):
+        cell["ci_low"], cell["ci_high"] = clip_interval(key, m, lo, hi)
+    return cell
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -72,9 +113,7 @@ def summarize(sweep_dir: Path, runs: Sequence[tuple[str, dict]], statuses: Seque
         for key in metrics:
             vals = [r[key] for r in members if _numeric(r.get(key))]
             if vals:
-                m, lo, hi = mean_ci(vals)
-                entry[key] = {"mean": m, "ci_low": None if math.isnan(lo) else lo,
-                              "ci_high": None if math.isnan(hi) else hi, "n": len(vals)}
+                entry[key] = group_cell(key, vals)
         summary_groups.append(entry)
     return {"varying": varying, "metrics": metrics, "runs": rows, "groups": summary_groups}
 
@@ -97,18 +136,36 @@ def _figure(summary: dict[str, Any]) -> str | None:
             cell = g.get(key)
             if not cell:
                 continue
-            lo, hi = cell["ci_low"], cell["ci_high"]
-            err = None if lo is None else [[cell["mean"] - lo], [hi - cell["mean"]]]
-            ax.errorbar([i], [cell["mean"]], yerr=err, fmt="o", capsize=4)
+            interval = cell["ci_low"] is not None
+            lo, hi = (cell["ci_low"], cell["ci_high"]) if interval else (cell["min"], cell["max"])
+            err = [[cell["mean"] - lo], [hi - cell["mean"]]]
+            ax.errorbar([i], [cell["mean"]], yerr=err, fmt="o" if interval else "s",
+                        mfc=None if interval else "none", capsize=4)
         ax.set_xticks(range(len(groups)), [g["group"] for g in groups], rotation=30,
                       ha="right", fontsize=7)
         ax.set_title(key, fontsize=9)
-    fig.suptitle("mean and 95% CI across seeds, per group")
+    fig.suptitle(f"mean and 95% CI across seeds, per group (hollow squares: min-max of fewer "
+                 f"than {MIN_SEEDS_FOR_INTERVAL} seeds)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def few_seeds_note(summary: dict[str, Any]) -> str:
+    """The page's sentence on groups too small for an interval ('' when there are none)."""
+    seeds = {g["group"]: max((c["n"] for c in g.values() if isinstance(c, dict)), default=0)
+             for g in summary["groups"]}
+    few = {label: n for label, n in seeds.items() if 0 < n < MIN_SEEDS_FOR_INTERVAL}
+    if not few:
+        return ""
+    names = "; ".join(f"{label} ({n} seed{'s' * (n > 1)})" for label, n in few.items())
+    return html.escape(
+        f"Fewer than {MIN_SEEDS_FOR_INTERVAL} seeds with results in {len(few)} of {len(seeds)} "
+        f"group(s): {names}. With so few seeds a t-interval means nothing (from 2 values it is "
+        "the mean ± 12.7 standard errors); those groups show the range of their values instead. "
+        "Add seeds for intervals.")
 
 
 def _fmt(v: Any) -> str:
@@ -154,9 +211,11 @@ def write_sweep_report(sweep_dir: Path, runs: Sequence[tuple[str, dict]],
         c = g.get(key)
         if not c:
             return ""
-        if c["ci_low"] is None:
-            return _fmt(c["mean"])
-        return f"{c['mean']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}]"
+        if c["ci_low"] is not None:
+            return f"{c['mean']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}]"
+        if c["n"] == 1:
+            return f"{_fmt(c['mean'])} (1 seed)"
+        return f"{c['mean']:.4g} (range {c['min']:.4g} to {c['max']:.4g}, {c['n']} seeds)"
 
     gbody = "".join("<tr>" + f"<td>{html.escape(g['group'])}</td><td>{g['n_runs']}</td>"
                     + "".join(f"<td>{html.escape(cell(g, k))}</td>" for k in shown) + "</tr>"
@@ -173,7 +232,12 @@ def write_sweep_report(sweep_dir: Path, runs: Sequence[tuple[str, dict]],
         f"<p>{len(summary['runs'])} runs, {failed} failed. Varying: "
         f"{html.escape(', '.join(summary['varying']) or 'nothing')}. "
         '<a href="summary.csv">summary.csv</a> <a href="summary.json">summary.json</a></p>'
-        f"<h2>Groups (runs differing only in seed)</h2><table id='groups'><thead><tr>{ghead}"
+        "<h2>Groups (runs differing only in seed)</h2>"
+        f"<p id='intervals'>mean [95% Student-t interval across seeds], clipped to the metric's "
+        "valid range ([0, 1] for accuracies, AUCs, shares, precision, recall, coverage; &ge; 0 "
+        "for distances, FD, KID, counts). "
+        f"{few_seeds_note(summary)}</p>"
+        f"<table id='groups'><thead><tr>{ghead}"
         f"</tr></thead><tbody>{gbody}</tbody></table>{figure}"
         f"<h2>Runs</h2><table id='runs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
         "</table></body></html>\n")

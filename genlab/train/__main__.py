@@ -23,6 +23,7 @@ from pathlib import Path
 
 from genlab import data_quality, params as P
 from genlab.ops.cli import collect_parameters
+from genlab.ops.pipeline import discard_after_disk_full, is_disk_full
 from genlab.ops.runs import STAGING_ENV, project_root, replace_dir
 
 
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p = P.TrainParams(**{**p, "run_dir": os.path.relpath(final, root) if final.is_relative_to(root)
                          else str(final)})
     staging = reports / ".staging" / f"{args.name}.train"
-    if _rank() == 0 and STAGING_ENV not in os.environ:
+    owns_staging = _rank() == 0 and STAGING_ENV not in os.environ
+    if owns_staging:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         os.environ[STAGING_ENV] = json.dumps({str(final): str(staging)})  # ranks inherit it
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         numbers = train(p, final, args.num_nodes)
     except Exception as exc:
         print(f"genlab.train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if owns_staging and is_disk_full(exc):  # partial checkpoints would keep the disk full
+            print(f"genlab.train: {discard_after_disk_full(staging, None, args.name)}",
+                  file=sys.stderr)
         return 1
     if _rank() == 0:
         replace_dir(staging, final)

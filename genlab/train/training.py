@@ -52,6 +52,8 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
+from genlab.models.checkpoint import CheckpointError, check_fits, checkpoint_label, read_checkpoint
+
 __all__ = [
     "TrainConfig",
     "FitResult",
@@ -61,6 +63,7 @@ __all__ = [
     "build_trainer",
     "fit",
     "init_from_checkpoint",
+    "check_resumable",
     "validation_loss",
 ]
 
@@ -315,8 +318,8 @@ def fit(
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if resume_from is not None and not Path(resume_from).is_file():
-        raise FileNotFoundError(f"resume_from: checkpoint not found: {resume_from}")
+    if resume_from is not None:
+        check_resumable(model, resume_from)
     loaders = _loader_kwargs(datamodule, train_dataloaders, val_dataloaders)
     seed_everything(cfg.seed)
     recorder = RunCheckpoint(ckpt_dir)
@@ -365,27 +368,51 @@ def validation_loss(
     return float(out[0][MONITOR])
 
 
-def init_from_checkpoint(model: torch.nn.Module, ckpt_path) -> None:
+def init_from_checkpoint(model: torch.nn.Module, ckpt_path, *, param: str = "init_from") -> None:
     """Copy weights from a checkpoint into ``model`` (fine-tuning); loads with ``weights_only=True``.
 
     Every tensor of ``model``'s state dict must be present with the same shape; otherwise a
-    ValueError names the tensor and both shapes (or the missing keys). Nothing else is restored
-    (optimiser, epoch, history).
+    CheckpointError (a ValueError) names ``param``, the file, the tensor and both shapes (or the
+    missing keys). Nothing else is restored (optimiser, epoch, history).
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, param=param)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
+        raise CheckpointError(f"{checkpoint_label(path, param)} is not a checkpoint: it holds a "
+                              f"{type(ckpt).__name__}, no state dict")
+    _check_kind(model, ckpt, path, param)
+    check_fits(model, state, path, param)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ValueError(f"{path} lacks {len(missing)} tensor(s) of the model, e.g. {missing[:5]}")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(
-                f"shape mismatch for {k!r}: model has {tuple(v.shape)}, checkpoint {path.name} has {tuple(state[k].shape)}"
-            )
     model.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def _check_kind(model, ckpt, path: Path, param: str) -> None:
+    """A genlab checkpoint of another model kind (a GAN's weights for a VAE) is refused by name."""
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    theirs, ours = (hp or {}).get("model_kind"), getattr(model, "model_kind", None)
+    if isinstance(hp, dict) and theirs is None:
+        raise CheckpointError(f"{checkpoint_label(path, param)} is not a genlab checkpoint, or was "
+                              "written by another genlab version: its hyper_parameters name no "
+                              f"model_kind (the model is a {ours!r})")
+    if isinstance(hp, dict) and theirs != ours:
+        raise CheckpointError(f"{checkpoint_label(path, param)} was written for another model "
+                              f"kind: it holds model_kind={theirs!r}, the model is a {ours!r}")
+
+
+def check_resumable(model: torch.nn.Module, ckpt_path, *, param: str = "resume_from") -> None:
+    """Check before Lightning reads it that ``ckpt_path`` is a training checkpoint of ``model``:
+    readable, the same model kind and shapes, and with the loop/optimiser state to continue."""
+    path = Path(ckpt_path)
+    ckpt = read_checkpoint(path, param=param)
+    label = checkpoint_label(path, param)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{label} is not a genlab training checkpoint: it holds a "
+                              f"{type(ckpt).__name__} without a 'state_dict'")
+    _check_kind(model, ckpt, path, param)
+    check_fits(model, ckpt["state_dict"], path, param)
+    lacking = [k for k in ("loops", "optimizer_states", "callbacks") if k not in ckpt]
+    if lacking:
+        raise CheckpointError(f"{label} holds weights but no training state ({', '.join(lacking)} "
+                              f"missing), so training cannot resume from it; use init_from={path} "
+                              "to start a new training from its weights")

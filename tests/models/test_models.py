@@ -181,7 +181,7 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a readable genlab checkpoint"):
+    with pytest.raises(ValueError, match="garbage.ckpt is not a checkpoint"):
         load_model(garbage)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, other)

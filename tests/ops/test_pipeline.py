@@ -93,3 +93,18 @@ def test_resume_and_init_from_write_new_run_folders(tmp_path):
     scratch = json.loads((src / "01_train.json").read_text())
     assert ft["final_val_loss"] < scratch["final_val_loss"]  # 3 more epochs from trained weights
     assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
+
+
+def test_papermill_by_hand_is_as_quiet_as_genlab_run(tmp_path):
+    """The kernel of the project's environment starts without its loopback-TCP warning when a
+    notebook is run by hand (make install writes the kernel's log level into the venv)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1 + 1")]
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    proc = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", "tiny.ipynb",
+                           "out.ipynb"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "without encryption" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
