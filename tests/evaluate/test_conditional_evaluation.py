@@ -109,7 +109,8 @@ def test_every_conditional_model_evaluates_from_its_checkpoint(tmp_path, setup, 
     seed_everything(0)
     hp = {"timesteps": 20, "sampling_steps": 4, "width": 8} if kind == "ddpm" else {"width": 32}
     model = build_model(kind, list(ds.data_shape), n_classes=10, **hp)
-    trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = L.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        accelerator="cpu")
     trainer.strategy.connect(model)
     trainer.save_checkpoint(run.model_ckpt, weights_only=True)
     ctx = E.load_context(p.replace(run_dir=str(run.path)))
