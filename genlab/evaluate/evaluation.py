@@ -10,7 +10,11 @@
   trivial **baseline** (per-pixel Gaussian noise with the members' mean and std);
 - authenticity is measured against the `members` (the data the generator saw);
 - every CI metric is computed at the same subsample size m = subsample_frac × n for all rows,
-  so rows are comparable; FD at full n and FD∞ stand beside it.
+  so rows are comparable; FD at full n and FD∞ stand beside it;
+- TSTR uses the records' *own* labels only (a conditional model's requested classes, external
+  samples' `y`, real records' true labels); samples without labels get null with a reason and
+  the pseudo-label diagnostic (evaluation classifier's predictions as labels), always read
+  against the noise row's value.
 """
 
 from __future__ import annotations
@@ -197,24 +201,78 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
             "no classifier head (feature_extractor='pixels')" if c.proba is None
             else f"the records have no intended classes ({c.label_source})")
     extra: dict[str, Any] = {"curve": curve}
-    if c.labels is None or n_classes is None:
-        for name in ("tstr_accuracy", "tstr_ece"):
-            out[name] = None
-            out[f"{name}_na_reason"] = "no labels for the samples (no classifier, no conditions)"
-        return out, extra
-    test_x, test_y = ref_x_y
-    try:
-        proba = U.fit_classifier(c.x, c.labels, n_classes)(test_x)
-    except M.MetricInputError as e:
-        for name in ("tstr_accuracy", "tstr_ece"):
-            out[name] = None
-            out[f"{name}_na_reason"] = str(e)[:150]
-        return out, extra
-    mt = _subsample_size(ref, ref, p.subsample_frac)
-    put("tstr_accuracy", M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw))
-    put("tstr_ece", M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw))
-    extra["test_proba"] = proba
+    out.update(utility_metrics(c, ref_x_y, n_classes, _subsample_size(ref, ref, p.subsample_frac),
+                               p, extra))
     return out, extra
+
+
+TSTR_KEYS = ("tstr_accuracy", "tstr_ece")
+PSEUDO_KEYS = ("tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece")
+
+
+def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: EvaluateParams,
+                      prefix: str) -> dict[str, Any]:
+    """`<prefix>_accuracy` and `<prefix>_ece` with CIs, both on seeded subsets of mt test records."""
+    kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
+    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_accuracy")
+    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_ece"))
+    return out
+
+
+def _no_own_labels_reason(c: Candidate) -> str:
+    if c.name == "model":
+        return ("unconditional model: samples carry no labels of their own; "
+                "see tstr_pseudo_label_accuracy")
+    if c.name == "samples":
+        return ("external samples without 'y': they carry no labels of their own; "
+                "see tstr_pseudo_label_accuracy")
+    return f"{c.name}: the records carry no labels of their own; see tstr_pseudo_label_accuracy"
+
+
+def utility_metrics(c: Candidate, ref_x_y, n_classes: int | None, mt: int, p: EvaluateParams,
+                    extra: dict) -> dict[str, Any]:
+    """TSTR on the records' own labels, and the pseudo-label diagnostic.
+
+    - `tstr_accuracy`/`tstr_ece`: a classifier trained on the records with *their own* labels
+      (a conditional model's requested classes, external samples' `y`, real records' true
+      labels), tested on holdout_b. Records without labels of their own get null with a reason:
+      labelling them with the evaluation classifier would distil that classifier (per-pixel
+      noise labelled so scores far above chance).
+    - `tstr_pseudo_label_*`: the same classifier trained on the records labelled by the
+      evaluation classifier's predictions. A diagnostic only: read it against the noise row.
+    """
+    out: dict[str, Any] = {}
+
+    def na(names, reason):
+        for name in names:
+            out[name] = None
+            out[f"{name}_na_reason"] = reason
+
+    test_x, test_y = ref_x_y
+    if n_classes is None or test_y is None:
+        na(TSTR_KEYS + PSEUDO_KEYS, "no labelled real test data (the data set has no labels)")
+        return out
+
+    def fit(labels, prefix, names):
+        try:
+            proba = U.fit_classifier(c.x, labels, n_classes)(test_x)
+        except M.MetricInputError as e:
+            na(names, str(e)[:150])
+            return None
+        out.update(utility_estimates(proba, test_y, mt, p, prefix))
+        return proba
+
+    if c.labels is not None and c.label_source in INTENDED_LABELS:
+        proba = fit(c.labels, "tstr", TSTR_KEYS)
+        if proba is not None:
+            extra["test_proba"] = proba
+    else:
+        na(TSTR_KEYS, _no_own_labels_reason(c))
+    if c.proba is not None:
+        fit(c.proba.argmax(1), "tstr_pseudo_label", PSEUDO_KEYS)
+    else:
+        na(PSEUDO_KEYS, "no classifier head (feature_extractor='pixels')")
+    return out
 
 
 def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams,
@@ -315,23 +373,31 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
     """Flat numbers: the model row with CIs, the floor and baseline beside the key ones."""
     model, floor, base = ev.rows
     out: dict[str, Any] = {"samples_source": ctx.samples_source, "n": model["n"], "m": model["m"]}
-    for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], "trtr_accuracy",
-                "class_tv"):
+    for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], *PSEUDO_KEYS,
+                "trtr_accuracy", "class_tv"):
         for suffix in ("", "_ci_low", "_ci_high", "_na_reason"):
             if key + suffix in model:
                 out[key + suffix] = model[key + suffix]
     if "trtr_accuracy" not in out:
         out["trtr_accuracy"] = None
         out["trtr_accuracy_na_reason"] = "no labelled real data"
-    for key in ("fd", "kid", "precision", "recall", "coverage", "authenticity", "c2st_auc",
-                "tstr_accuracy", "conditional_accuracy"):
-        for suffix in ("", "_ci_low", "_ci_high"):
-            if floor.get(key + suffix) is not None:
-                out[f"{key}_real_vs_real{suffix}"] = floor[key + suffix]
-        if floor.get(key) is None:
-            out[f"{key}_real_vs_real"] = None
-            out[f"{key}_real_vs_real_na_reason"] = floor.get(f"{key}_na_reason", "not computed")
-    out["fd_baseline"] = base["fd"]
+    for row, tag, keys in ((floor, "real_vs_real", ("fd", "kid", "precision", "recall", "coverage",
+                                                    "authenticity", "c2st_auc", "tstr_accuracy",
+                                                    "conditional_accuracy", PSEUDO_KEYS[0])),
+                           (base, "baseline", ("fd", PSEUDO_KEYS[0]))):
+        for key in keys:
+            for suffix in ("", "_ci_low", "_ci_high"):
+                if row.get(key + suffix) is not None:
+                    out[f"{key}_{tag}{suffix}"] = row[key + suffix]
+            if row.get(key) is None:
+                out[f"{key}_{tag}"] = None
+                out[f"{key}_{tag}_na_reason"] = row.get(f"{key}_na_reason", "not computed")
+    lift = "tstr_pseudo_label_lift_over_noise"
+    if model.get(PSEUDO_KEYS[0]) is not None and base.get(PSEUDO_KEYS[0]) is not None:
+        out[lift] = model[PSEUDO_KEYS[0]] - base[PSEUDO_KEYS[0]]
+    else:
+        out[lift] = None
+        out[f"{lift}_na_reason"] = "pseudo-label TSTR missing for the model or the noise row"
     out["fd_ratio_to_floor"] = model["fd"] / floor["fd"] if floor["fd"] > 0 else None
     if out["fd_ratio_to_floor"] is None:
         out["fd_ratio_to_floor_na_reason"] = "the real-vs-real FD is 0"

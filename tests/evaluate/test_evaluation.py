@@ -53,8 +53,13 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
                 "coverage", "authenticity", "c2st_auc", "tstr_accuracy", "trtr_accuracy",
                 "tstr_ece", "extractor_accuracy", "fd_real_vs_real"):
         assert key in h, key
-    for key in ("fd", "kid", "precision", "c2st_auc", "tstr_accuracy", "fd_real_vs_real"):
+    for key in ("fd", "kid", "precision", "c2st_auc", "tstr_pseudo_label_accuracy", "fd_real_vs_real",
+                "fd_baseline"):
         assert h[f"{key}_ci_low"] <= h[key] <= h[f"{key}_ci_high"], key
+    # member records carry no labels of their own here: no TSTR, the pseudo-label diagnostic instead
+    assert h["tstr_accuracy"] is None and "unconditional model" in h["tstr_accuracy_na_reason"]
+    assert h["tstr_pseudo_label_lift_over_noise"] == pytest.approx(
+        h["tstr_pseudo_label_accuracy"] - h["tstr_pseudo_label_accuracy_baseline"])
     # unconditional samples have no intended class: no conditional accuracy, a reason instead
     assert h["conditional_accuracy"] is None and "no intended classes" in h["conditional_accuracy_na_reason"]
     assert h["conditional_accuracy_real_vs_real"] > 0.85  # the extractor on real records: the ceiling
@@ -75,7 +80,8 @@ def test_pixels_extractor_gives_null_with_reasons(ctx):
     ext = E.make_extractor(ctx, p)
     ev = E.evaluate(ctx, ext, p)
     h = reports.headline(E.headline(ev, ext, ctx))
-    for key in ("inception_score", "tstr_accuracy", "tstr_ece", "extractor_accuracy"):
+    for key in ("inception_score", "tstr_accuracy", "tstr_ece", "tstr_pseudo_label_accuracy",
+                "tstr_pseudo_label_lift_over_noise", "extractor_accuracy"):
         assert h[key] is None and h[f"{key}_na_reason"], key
     assert h["fd"] > 0
 
