@@ -7,7 +7,8 @@
   the raw flattened records, so the extractor's knowledge does not leak in) trained on
   generated records and their own labels (requested classes), tested on real held-out data;
   compared with the same classifier trained on as many real member records. Calibration:
-  expected calibration error (torchmetrics, 15 bins, L1) and the reliability curve.
+  expected calibration error (torchmetrics, 15 bins, L1; biased upward at small n, so two ECEs
+  compare only at one n) and the reliability curve.
 - **Slices**: class-frequency divergence (mode dropping / collapse) and per-class metrics.
 """
 

@@ -14,7 +14,7 @@
 - TSTR uses the records' *own* labels only (a conditional model's requested classes, external
   samples' `y`, real records' true labels); samples without labels get null with a reason and
   the pseudo-label diagnostic (evaluation classifier's predictions as labels), always read
-  against the noise row's value.
+  against the noise row's value; every ECE (TSTR, TRTR) is taken on test subsets of one size.
 """
 
 from __future__ import annotations
@@ -212,10 +212,15 @@ PSEUDO_KEYS = ("tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece")
 
 def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: EvaluateParams,
                       prefix: str) -> dict[str, Any]:
-    """`<prefix>_accuracy` and `<prefix>_ece` with CIs, both on seeded subsets of mt test records."""
+    """`<prefix>_accuracy` and `<prefix>_ece` with CIs, both on seeded subsets of mt test records.
+
+    Every utility row (TSTR, its pseudo-label diagnostic, TRTR) goes through here with the same
+    mt and seed, hence the same test subsets: ECE is biased upward at small n, so two ECEs are only
+    comparable at one n."""
     kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
     out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_accuracy")
     out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_ece"))
+    out[f"{prefix}_ece_n"] = mt
     return out
 
 
@@ -326,16 +331,16 @@ def _evaluate(ctx: Context, ext, p: EvaluateParams, references: bool = True) -> 
         extras[c.name] = extra
     model_row = rows_c[0]
     ev = Evaluation(rows=rows, fd_curves=curves, reliability=[], shares={}, slices=[])
-    # TRTR: the same classifier trained on as many real member records, same test set.
-    if n_classes is not None and model_row.labels is not None:
+    # TRTR: the same classifier trained on as many real member records, same test set, same
+    # test subsets (so trtr_ece and tstr_ece are at one n).
+    if n_classes is not None and ref.labels is not None:
         n = min(len(model_row.x), len(mem))
         pick = np.sort(np.random.default_rng([p.seed, 11]).choice(mem, n, replace=False))
         proba = U.fit_classifier(ds.x[pick], ds.y[pick], n_classes)(ref.x)
-        mt = _subsample_size(ref, ref, p.subsample_frac)
-        est = M.subsample_ci(U.accuracy, [(proba, ref.labels)], [mt], draws=p.n_draws,
-                             seed=p.seed, level=p.ci_level)
-        rows[0].update(est.as_dict("trtr_accuracy"))
-        rows[0]["trtr_ece"] = U.ece(proba, ref.labels)
+        trtr = utility_estimates(proba, ref.labels, _subsample_size(ref, ref, p.subsample_frac),
+                                 p, "trtr")
+        rows[0].update(trtr)
+    if n_classes is not None and model_row.labels is not None:
         if "test_proba" in extras[model_row.name]:
             ev.reliability = U.reliability(extras[model_row.name]["test_proba"], ref.labels)
         names = ds.class_names or [str(k) for k in range(n_classes)]
@@ -374,13 +379,19 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
     model, floor, base = ev.rows
     out: dict[str, Any] = {"samples_source": ctx.samples_source, "n": model["n"], "m": model["m"]}
     for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], *PSEUDO_KEYS,
-                "trtr_accuracy", "class_tv"):
+                "trtr_accuracy", "trtr_ece", "class_tv"):
         for suffix in ("", "_ci_low", "_ci_high", "_na_reason"):
             if key + suffix in model:
                 out[key + suffix] = model[key + suffix]
-    if "trtr_accuracy" not in out:
-        out["trtr_accuracy"] = None
-        out["trtr_accuracy_na_reason"] = "no labelled real data"
+    for key in ("trtr_accuracy", "trtr_ece"):
+        if key not in out:
+            out[key] = None
+            out[f"{key}_na_reason"] = "no labelled real data"
+    # the test-set size at which each ECE is computed: one n for all (ECE is biased upward at
+    # small n, so only ECEs at one n compare)
+    for key in ("tstr_ece_n", "tstr_pseudo_label_ece_n", "trtr_ece_n"):
+        if model.get(key) is not None:
+            out[key] = model[key]
     for row, tag, keys in ((floor, "real_vs_real", ("fd", "kid", "precision", "recall", "coverage",
                                                     "authenticity", "c2st_auc", "tstr_accuracy",
                                                     "conditional_accuracy", PSEUDO_KEYS[0])),

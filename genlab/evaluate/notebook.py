@@ -15,8 +15,8 @@ from genlab.params import EvaluateParams
 # the metric rows of the comparison tables, in the order they are read
 METRIC_ROWS = ["n", "m", "fd", "fd_full_n", "fd_infinity", "kid", "inception_score", "precision",
                "recall", "density", "coverage", "authenticity", "c2st_auc", "tstr_accuracy",
-               "tstr_ece", "tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece",
-               "conditional_accuracy", "class_tv"]
+               "tstr_ece", "tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece", "trtr_accuracy",
+               "trtr_ece", "tstr_ece_n", "trtr_ece_n", "conditional_accuracy", "class_tv"]
 
 
 def format_ci(row: dict[str, Any], key: str) -> Any:

@@ -97,6 +97,34 @@ def test_a_dropped_class_is_named(ctx):
     assert any("class 3" in n for n in notes) and rows[0]["precision"] is not None
 
 
+def _calibrated(n, k, rng):
+    """A perfectly calibrated top-label classifier: confidence c, right with probability c."""
+    conf = rng.uniform(1 / k + 0.05, 1, n)
+    top = rng.integers(0, k, n)
+    proba = np.repeat(((1 - conf) / (k - 1))[:, None], k, 1)
+    proba[np.arange(n), top] = conf
+    y = np.where(rng.uniform(size=n) < conf, top, (top + rng.integers(1, k, n)) % k)
+    return proba, y
+
+
+def test_ece_is_biased_upward_at_small_n_so_every_ece_is_taken_at_one_n():
+    rng = np.random.default_rng(0)
+    small = np.array([U.ece(*_calibrated(181, 10, rng)) for _ in range(200)])
+    large = np.array([U.ece(*_calibrated(362, 10, rng)) for _ in range(200)])
+    se = np.sqrt(small.var(ddof=1) / len(small) + large.var(ddof=1) / len(large))
+    assert small.mean() - large.mean() > 4 * se  # the same calibration, a larger ECE at n = 181
+    # the glue: TSTR and TRTR go through utility_estimates with one m on one test set, so they
+    # are scored on the same subsets (two equally calibrated classifiers give equal ECEs)
+    proba, y = _calibrated(362, 10, rng)
+    p = params.EvaluateParams(n_draws=5)
+    tstr = E.utility_estimates(proba, y, 181, p, "tstr")
+    trtr = E.utility_estimates(proba.copy(), y, 181, p, "trtr")
+    assert tstr["tstr_ece_n"] == trtr["trtr_ece_n"] == 181
+    assert tstr["tstr_ece"] == trtr["trtr_ece"] and tstr["tstr_accuracy"] == trtr["trtr_accuracy"]
+    # what the full test set gives instead: a different number, not comparable with the m = 181 one
+    assert U.ece(proba, y) != pytest.approx(trtr["trtr_ece"], abs=1e-3)
+
+
 def test_vae_bounds_iw_below_elbo_and_seeded():
     torch.manual_seed(0)
     vae = build_model("vae", [1, 8, 8], width=32)
