@@ -14,7 +14,9 @@
 - TSTR uses the records' *own* labels only (a conditional model's requested classes, external
   samples' `y`, real records' true labels); samples without labels get null with a reason and
   the pseudo-label diagnostic (evaluation classifier's predictions as labels), always read
-  against the noise row's value; every ECE (TSTR, TRTR) is taken on test subsets of one size.
+  against the noise row's value; every ECE (TSTR, TRTR) is taken on test subsets of one size;
+- the headline carries, beside every fidelity metric, its floor (`<metric>_real_vs_real`) and
+  noise row (`<metric>_baseline`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "dens
 # classes, or the true classes of real records (the floor row's conditional accuracy is then the
 # extractor's own accuracy on real records never trained on)
 INTENDED_LABELS = ("requested labels", "true labels")
+# the metrics every report sets against the real-vs-real floor and the noise baseline, in the
+# headline JSON as `<metric>_real_vs_real` and `<metric>_baseline`
+SANITY_METRICS = ("fd", "fd_infinity", "kid", "inception_score", "precision", "recall", "density",
+                  "coverage", "authenticity", "c2st_auc")
 
 
 @dataclass
@@ -375,7 +381,8 @@ def likelihood(ctx: Context, p: EvaluateParams) -> dict[str, float]:
 
 
 def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
-    """Flat numbers: the model row with CIs, the floor and baseline beside the key ones."""
+    """Flat numbers: the model row with CIs; beside every fidelity metric its real-vs-real floor
+    (`<metric>_real_vs_real`) and noise row (`<metric>_baseline`)."""
     model, floor, base = ev.rows
     out: dict[str, Any] = {"samples_source": ctx.samples_source, "n": model["n"], "m": model["m"]}
     for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], *PSEUDO_KEYS,
@@ -392,10 +399,9 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
     for key in ("tstr_ece_n", "tstr_pseudo_label_ece_n", "trtr_ece_n"):
         if model.get(key) is not None:
             out[key] = model[key]
-    for row, tag, keys in ((floor, "real_vs_real", ("fd", "kid", "precision", "recall", "coverage",
-                                                    "authenticity", "c2st_auc", "tstr_accuracy",
+    for row, tag, keys in ((floor, "real_vs_real", (*SANITY_METRICS, "tstr_accuracy",
                                                     "conditional_accuracy", PSEUDO_KEYS[0])),
-                           (base, "baseline", ("fd", PSEUDO_KEYS[0]))):
+                           (base, "baseline", (*SANITY_METRICS, PSEUDO_KEYS[0]))):
         for key in keys:
             for suffix in ("", "_ci_low", "_ci_high"):
                 if row.get(key + suffix) is not None:

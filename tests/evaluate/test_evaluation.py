@@ -54,7 +54,7 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
                 "tstr_ece", "extractor_accuracy", "fd_real_vs_real"):
         assert key in h, key
     for key in ("fd", "kid", "precision", "c2st_auc", "tstr_pseudo_label_accuracy", "fd_real_vs_real",
-                "fd_baseline"):
+                "fd_baseline", "precision_baseline"):
         assert h[f"{key}_ci_low"] <= h[key] <= h[f"{key}_ci_high"], key
     # member records carry no labels of their own here: no TSTR, the pseudo-label diagnostic instead
     assert h["tstr_accuracy"] is None and "unconditional model" in h["tstr_accuracy_na_reason"]
