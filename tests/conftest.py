@@ -111,3 +111,21 @@ def tiny_run(tmp_path_factory, digits, digits_spec) -> RunFolder:
                        cfg=training.TrainConfig(max_epochs=1, batch_size=64, seed=0))
     shutil.copyfile(res.last_ckpt, run.model_ckpt)
     return run
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory, digits, digits_spec) -> RunFolder:
+    """A run folder with the default VAE architecture trained 30 epochs on all members (a few
+    seconds): a model that has learnt enough to sit between the real-vs-real floor and the noise
+    baseline, for the sanity-row gate. Never changed by tests."""
+    run = RunFolder(tmp_path_factory.mktemp("vae-run"))
+    digits_spec.save(run.data_spec)
+    training.seed_everything(0)
+    model = build_model("vae", list(digits.data_shape), latent_dim=16, depth=2)
+    x = torch.from_numpy(digits.x[digits_spec.pool("members")])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64,
+                                         shuffle=True)
+    res = training.fit(model, train_dataloaders=loader, ckpt_dir=run.checkpoints,
+                       cfg=training.TrainConfig(max_epochs=30, batch_size=64, seed=0))
+    shutil.copyfile(res.last_ckpt, run.model_ckpt)
+    return run

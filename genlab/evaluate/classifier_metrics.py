@@ -5,9 +5,10 @@
   indistinguishable generator and → 1 for an obvious one.
 - **TSTR / TRTR** (Esteban et al. 2017): a fresh classifier (multinomial logistic regression on
   the raw flattened records, so the extractor's knowledge does not leak in) trained on
-  generated records and their labels, tested on real held-out data; compared with the same
-  classifier trained on as many real member records. Calibration: expected calibration error
-  (torchmetrics, 15 bins, L1) and the reliability curve.
+  generated records and their own labels (requested classes), tested on real held-out data;
+  compared with the same classifier trained on as many real member records. Calibration:
+  expected calibration error (torchmetrics, 15 bins, L1; biased upward at small n, so two ECEs
+  compare only at one n) and the reliability curve.
 - **Slices**: class-frequency divergence (mode dropping / collapse) and per-class metrics.
 """
 

@@ -10,7 +10,13 @@
   trivial **baseline** (per-pixel Gaussian noise with the members' mean and std);
 - authenticity is measured against the `members` (the data the generator saw);
 - every CI metric is computed at the same subsample size m = subsample_frac × n for all rows,
-  so rows are comparable; FD at full n and FD∞ stand beside it.
+  so rows are comparable; FD at full n and FD∞ stand beside it;
+- TSTR uses the records' *own* labels only (a conditional model's requested classes, external
+  samples' `y`, real records' true labels); samples without labels get null with a reason and
+  the pseudo-label diagnostic (evaluation classifier's predictions as labels), always read
+  against the noise row's value; every ECE (TSTR, TRTR) is taken on test subsets of one size;
+- the headline carries, beside every fidelity metric, its floor (`<metric>_real_vs_real`) and
+  noise row (`<metric>_baseline`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ HEADLINE_METRICS = ("fd", "kid", "inception_score", "precision", "recall", "dens
 # classes, or the true classes of real records (the floor row's conditional accuracy is then the
 # extractor's own accuracy on real records never trained on)
 INTENDED_LABELS = ("requested labels", "true labels")
+# the metrics every report sets against the real-vs-real floor and the noise baseline, in the
+# headline JSON as `<metric>_real_vs_real` and `<metric>_baseline`
+SANITY_METRICS = ("fd", "fd_infinity", "kid", "inception_score", "precision", "recall", "density",
+                  "coverage", "authenticity", "c2st_auc")
 
 
 @dataclass
@@ -197,24 +207,83 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
             "no classifier head (feature_extractor='pixels')" if c.proba is None
             else f"the records have no intended classes ({c.label_source})")
     extra: dict[str, Any] = {"curve": curve}
-    if c.labels is None or n_classes is None:
-        for name in ("tstr_accuracy", "tstr_ece"):
-            out[name] = None
-            out[f"{name}_na_reason"] = "no labels for the samples (no classifier, no conditions)"
-        return out, extra
-    test_x, test_y = ref_x_y
-    try:
-        proba = U.fit_classifier(c.x, c.labels, n_classes)(test_x)
-    except M.MetricInputError as e:
-        for name in ("tstr_accuracy", "tstr_ece"):
-            out[name] = None
-            out[f"{name}_na_reason"] = str(e)[:150]
-        return out, extra
-    mt = _subsample_size(ref, ref, p.subsample_frac)
-    put("tstr_accuracy", M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw))
-    put("tstr_ece", M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw))
-    extra["test_proba"] = proba
+    out.update(utility_metrics(c, ref_x_y, n_classes, _subsample_size(ref, ref, p.subsample_frac),
+                               p, extra))
     return out, extra
+
+
+TSTR_KEYS = ("tstr_accuracy", "tstr_ece")
+PSEUDO_KEYS = ("tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece")
+
+
+def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: EvaluateParams,
+                      prefix: str) -> dict[str, Any]:
+    """`<prefix>_accuracy` and `<prefix>_ece` with CIs, both on seeded subsets of mt test records.
+
+    Every utility row (TSTR, its pseudo-label diagnostic, TRTR) goes through here with the same
+    mt and seed, hence the same test subsets: ECE is biased upward at small n, so two ECEs are only
+    comparable at one n."""
+    kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
+    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_accuracy")
+    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_ece"))
+    out[f"{prefix}_ece_n"] = mt
+    return out
+
+
+def _no_own_labels_reason(c: Candidate) -> str:
+    if c.name == "model":
+        return ("unconditional model: samples carry no labels of their own; "
+                "see tstr_pseudo_label_accuracy")
+    if c.name == "samples":
+        return ("external samples without 'y': they carry no labels of their own; "
+                "see tstr_pseudo_label_accuracy")
+    return f"{c.name}: the records carry no labels of their own; see tstr_pseudo_label_accuracy"
+
+
+def utility_metrics(c: Candidate, ref_x_y, n_classes: int | None, mt: int, p: EvaluateParams,
+                    extra: dict) -> dict[str, Any]:
+    """TSTR on the records' own labels, and the pseudo-label diagnostic.
+
+    - `tstr_accuracy`/`tstr_ece`: a classifier trained on the records with *their own* labels
+      (a conditional model's requested classes, external samples' `y`, real records' true
+      labels), tested on holdout_b. Records without labels of their own get null with a reason:
+      labelling them with the evaluation classifier would distil that classifier (per-pixel
+      noise labelled so scores far above chance).
+    - `tstr_pseudo_label_*`: the same classifier trained on the records labelled by the
+      evaluation classifier's predictions. A diagnostic only: read it against the noise row.
+    """
+    out: dict[str, Any] = {}
+
+    def na(names, reason):
+        for name in names:
+            out[name] = None
+            out[f"{name}_na_reason"] = reason
+
+    test_x, test_y = ref_x_y
+    if n_classes is None or test_y is None:
+        na(TSTR_KEYS + PSEUDO_KEYS, "no labelled real test data (the data set has no labels)")
+        return out
+
+    def fit(labels, prefix, names):
+        try:
+            proba = U.fit_classifier(c.x, labels, n_classes)(test_x)
+        except M.MetricInputError as e:
+            na(names, str(e)[:150])
+            return None
+        out.update(utility_estimates(proba, test_y, mt, p, prefix))
+        return proba
+
+    if c.labels is not None and c.label_source in INTENDED_LABELS:
+        proba = fit(c.labels, "tstr", TSTR_KEYS)
+        if proba is not None:
+            extra["test_proba"] = proba
+    else:
+        na(TSTR_KEYS, _no_own_labels_reason(c))
+    if c.proba is not None:
+        fit(c.proba.argmax(1), "tstr_pseudo_label", PSEUDO_KEYS)
+    else:
+        na(PSEUDO_KEYS, "no classifier head (feature_extractor='pixels')")
+    return out
 
 
 def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams,
@@ -268,16 +337,16 @@ def _evaluate(ctx: Context, ext, p: EvaluateParams, references: bool = True) -> 
         extras[c.name] = extra
     model_row = rows_c[0]
     ev = Evaluation(rows=rows, fd_curves=curves, reliability=[], shares={}, slices=[])
-    # TRTR: the same classifier trained on as many real member records, same test set.
-    if n_classes is not None and model_row.labels is not None:
+    # TRTR: the same classifier trained on as many real member records, same test set, same
+    # test subsets (so trtr_ece and tstr_ece are at one n).
+    if n_classes is not None and ref.labels is not None:
         n = min(len(model_row.x), len(mem))
         pick = np.sort(np.random.default_rng([p.seed, 11]).choice(mem, n, replace=False))
         proba = U.fit_classifier(ds.x[pick], ds.y[pick], n_classes)(ref.x)
-        mt = _subsample_size(ref, ref, p.subsample_frac)
-        est = M.subsample_ci(U.accuracy, [(proba, ref.labels)], [mt], draws=p.n_draws,
-                             seed=p.seed, level=p.ci_level)
-        rows[0].update(est.as_dict("trtr_accuracy"))
-        rows[0]["trtr_ece"] = U.ece(proba, ref.labels)
+        trtr = utility_estimates(proba, ref.labels, _subsample_size(ref, ref, p.subsample_frac),
+                                 p, "trtr")
+        rows[0].update(trtr)
+    if n_classes is not None and model_row.labels is not None:
         if "test_proba" in extras[model_row.name]:
             ev.reliability = U.reliability(extras[model_row.name]["test_proba"], ref.labels)
         names = ds.class_names or [str(k) for k in range(n_classes)]
@@ -312,26 +381,40 @@ def likelihood(ctx: Context, p: EvaluateParams) -> dict[str, float]:
 
 
 def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
-    """Flat numbers: the model row with CIs, the floor and baseline beside the key ones."""
+    """Flat numbers: the model row with CIs; beside every fidelity metric its real-vs-real floor
+    (`<metric>_real_vs_real`) and noise row (`<metric>_baseline`)."""
     model, floor, base = ev.rows
     out: dict[str, Any] = {"samples_source": ctx.samples_source, "n": model["n"], "m": model["m"]}
-    for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], "trtr_accuracy",
-                "class_tv"):
+    for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], *PSEUDO_KEYS,
+                "trtr_accuracy", "trtr_ece", "class_tv"):
         for suffix in ("", "_ci_low", "_ci_high", "_na_reason"):
             if key + suffix in model:
                 out[key + suffix] = model[key + suffix]
-    if "trtr_accuracy" not in out:
-        out["trtr_accuracy"] = None
-        out["trtr_accuracy_na_reason"] = "no labelled real data"
-    for key in ("fd", "kid", "precision", "recall", "coverage", "authenticity", "c2st_auc",
-                "tstr_accuracy", "conditional_accuracy"):
-        for suffix in ("", "_ci_low", "_ci_high"):
-            if floor.get(key + suffix) is not None:
-                out[f"{key}_real_vs_real{suffix}"] = floor[key + suffix]
-        if floor.get(key) is None:
-            out[f"{key}_real_vs_real"] = None
-            out[f"{key}_real_vs_real_na_reason"] = floor.get(f"{key}_na_reason", "not computed")
-    out["fd_baseline"] = base["fd"]
+    for key in ("trtr_accuracy", "trtr_ece"):
+        if key not in out:
+            out[key] = None
+            out[f"{key}_na_reason"] = "no labelled real data"
+    # the test-set size at which each ECE is computed: one n for all (ECE is biased upward at
+    # small n, so only ECEs at one n compare)
+    for key in ("tstr_ece_n", "tstr_pseudo_label_ece_n", "trtr_ece_n"):
+        if model.get(key) is not None:
+            out[key] = model[key]
+    for row, tag, keys in ((floor, "real_vs_real", (*SANITY_METRICS, "tstr_accuracy",
+                                                    "conditional_accuracy", PSEUDO_KEYS[0])),
+                           (base, "baseline", (*SANITY_METRICS, PSEUDO_KEYS[0]))):
+        for key in keys:
+            for suffix in ("", "_ci_low", "_ci_high"):
+                if row.get(key + suffix) is not None:
+                    out[f"{key}_{tag}{suffix}"] = row[key + suffix]
+            if row.get(key) is None:
+                out[f"{key}_{tag}"] = None
+                out[f"{key}_{tag}_na_reason"] = row.get(f"{key}_na_reason", "not computed")
+    lift = "tstr_pseudo_label_lift_over_noise"
+    if model.get(PSEUDO_KEYS[0]) is not None and base.get(PSEUDO_KEYS[0]) is not None:
+        out[lift] = model[PSEUDO_KEYS[0]] - base[PSEUDO_KEYS[0]]
+    else:
+        out[lift] = None
+        out[f"{lift}_na_reason"] = "pseudo-label TSTR missing for the model or the noise row"
     out["fd_ratio_to_floor"] = model["fd"] / floor["fd"] if floor["fd"] > 0 else None
     if out["fd_ratio_to_floor"] is None:
         out["fd_ratio_to_floor_na_reason"] = "the real-vs-real FD is 0"

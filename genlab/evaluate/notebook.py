@@ -15,7 +15,8 @@ from genlab.params import EvaluateParams
 # the metric rows of the comparison tables, in the order they are read
 METRIC_ROWS = ["n", "m", "fd", "fd_full_n", "fd_infinity", "kid", "inception_score", "precision",
                "recall", "density", "coverage", "authenticity", "c2st_auc", "tstr_accuracy",
-               "tstr_ece", "conditional_accuracy", "class_tv"]
+               "tstr_ece", "tstr_pseudo_label_accuracy", "tstr_pseudo_label_ece", "trtr_accuracy",
+               "trtr_ece", "tstr_ece_n", "trtr_ece_n", "conditional_accuracy", "class_tv"]
 
 
 def format_ci(row: dict[str, Any], key: str) -> Any:
@@ -31,6 +32,20 @@ def metrics_table(rows: list[dict], title: str) -> Table:
     """One column per row (model, floor, baseline, or one per compared run), one line per metric."""
     return Table([{"metric": c, **{r["row"]: format_ci(r, c) for r in rows}} for c in METRIC_ROWS],
                  title=title)
+
+
+def pseudo_label_note(rows: list[dict]) -> str:
+    """The pseudo-label TSTR diagnostic, always beside the noise row's value and the lift."""
+    model, base = rows[0], next((r for r in rows if r["row"] == "baseline (noise)"), None)
+    own = model.get("tstr_accuracy")
+    lines = [f"TSTR on the samples' own labels: "
+             + (f"{own:.3g}" if own is not None else f"n/a ({model.get('tstr_accuracy_na_reason')})")]
+    pm = model.get("tstr_pseudo_label_accuracy")
+    pb = base.get("tstr_pseudo_label_accuracy") if base else None
+    if pm is not None and pb is not None:
+        lines.append(f"TSTR with the evaluation classifier's pseudo-labels (a diagnostic, not utility): "
+                     f"model {pm:.3g}, noise baseline {pb:.3g}, lift over noise {pm - pb:+.3g}")
+    return "\n".join(lines)
 
 
 class EvaluateReport:
@@ -56,6 +71,7 @@ class EvaluateReport:
 
     def metrics(self) -> Table:
         self.ev = evaluation.evaluate(self.ctx, self.ext, self.p)
+        print(pseudo_label_note(self.ev.rows))
         return metrics_table(self.ev.rows, "Model vs real-vs-real floor vs noise baseline "
                                            "(reference: holdout_b)")
 

@@ -67,6 +67,9 @@ def test_obedient_generator_scores_the_extractors_accuracy(setup):
     h = reports.headline(E.headline(ev, ext, ctx))
     assert h["conditional_accuracy_min_class"] == pytest.approx(min(per_class))
     assert h["conditional_accuracy_real_vs_real"] == floor["conditional_accuracy"]
+    # requested labels are the generator's own: TSTR is a number, its ECE at TRTR's n
+    assert h["tstr_accuracy"] > 0.8 and h["tstr_ece"] is not None
+    assert h["tstr_ece_n"] == h["trtr_ece_n"]
 
 
 @pytest.mark.slow

@@ -53,8 +53,13 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
                 "coverage", "authenticity", "c2st_auc", "tstr_accuracy", "trtr_accuracy",
                 "tstr_ece", "extractor_accuracy", "fd_real_vs_real"):
         assert key in h, key
-    for key in ("fd", "kid", "precision", "c2st_auc", "tstr_accuracy", "fd_real_vs_real"):
+    for key in ("fd", "kid", "precision", "c2st_auc", "tstr_pseudo_label_accuracy", "fd_real_vs_real",
+                "fd_baseline", "precision_baseline"):
         assert h[f"{key}_ci_low"] <= h[key] <= h[f"{key}_ci_high"], key
+    # member records carry no labels of their own here: no TSTR, the pseudo-label diagnostic instead
+    assert h["tstr_accuracy"] is None and "unconditional model" in h["tstr_accuracy_na_reason"]
+    assert h["tstr_pseudo_label_lift_over_noise"] == pytest.approx(
+        h["tstr_pseudo_label_accuracy"] - h["tstr_pseudo_label_accuracy_baseline"])
     # unconditional samples have no intended class: no conditional accuracy, a reason instead
     assert h["conditional_accuracy"] is None and "no intended classes" in h["conditional_accuracy_na_reason"]
     assert h["conditional_accuracy_real_vs_real"] > 0.85  # the extractor on real records: the ceiling
@@ -75,7 +80,8 @@ def test_pixels_extractor_gives_null_with_reasons(ctx):
     ext = E.make_extractor(ctx, p)
     ev = E.evaluate(ctx, ext, p)
     h = reports.headline(E.headline(ev, ext, ctx))
-    for key in ("inception_score", "tstr_accuracy", "tstr_ece", "extractor_accuracy"):
+    for key in ("inception_score", "tstr_accuracy", "tstr_ece", "tstr_pseudo_label_accuracy",
+                "tstr_pseudo_label_lift_over_noise", "extractor_accuracy"):
         assert h[key] is None and h[f"{key}_na_reason"], key
     assert h["fd"] > 0
 
@@ -89,6 +95,34 @@ def test_a_dropped_class_is_named(ctx):
     rows, notes = E.class_slices(gen, ref, 10, _p(), [str(k) for k in range(10)])
     assert rows[3]["fd"] is None and "mode dropped" in rows[3]["note"]
     assert any("class 3" in n for n in notes) and rows[0]["precision"] is not None
+
+
+def _calibrated(n, k, rng):
+    """A perfectly calibrated top-label classifier: confidence c, right with probability c."""
+    conf = rng.uniform(1 / k + 0.05, 1, n)
+    top = rng.integers(0, k, n)
+    proba = np.repeat(((1 - conf) / (k - 1))[:, None], k, 1)
+    proba[np.arange(n), top] = conf
+    y = np.where(rng.uniform(size=n) < conf, top, (top + rng.integers(1, k, n)) % k)
+    return proba, y
+
+
+def test_ece_is_biased_upward_at_small_n_so_every_ece_is_taken_at_one_n():
+    rng = np.random.default_rng(0)
+    small = np.array([U.ece(*_calibrated(181, 10, rng)) for _ in range(200)])
+    large = np.array([U.ece(*_calibrated(362, 10, rng)) for _ in range(200)])
+    se = np.sqrt(small.var(ddof=1) / len(small) + large.var(ddof=1) / len(large))
+    assert small.mean() - large.mean() > 4 * se  # the same calibration, a larger ECE at n = 181
+    # the glue: TSTR and TRTR go through utility_estimates with one m on one test set, so they
+    # are scored on the same subsets (two equally calibrated classifiers give equal ECEs)
+    proba, y = _calibrated(362, 10, rng)
+    p = params.EvaluateParams(n_draws=5)
+    tstr = E.utility_estimates(proba, y, 181, p, "tstr")
+    trtr = E.utility_estimates(proba.copy(), y, 181, p, "trtr")
+    assert tstr["tstr_ece_n"] == trtr["trtr_ece_n"] == 181
+    assert tstr["tstr_ece"] == trtr["trtr_ece"] and tstr["tstr_accuracy"] == trtr["trtr_accuracy"]
+    # what the full test set gives instead: a different number, not comparable with the m = 181 one
+    assert U.ece(proba, y) != pytest.approx(trtr["trtr_ece"], abs=1e-3)
 
 
 def test_vae_bounds_iw_below_elbo_and_seeded():

@@ -36,7 +36,7 @@ def _evaluate(run_dir, path):
 def test_real_holdout_records_as_samples_score_like_the_floor(run_dir, tmp_path):
     a = SPEC.pool("holdout_a")
     path = tmp_path / "real.npz"
-    np.savez(path, x=DS.x[a])
+    np.savez(path, x=DS.x[a], y=DS.y[a])  # samples with labels of their own: TSTR uses them
     ev, h = _evaluate(run_dir, path)
     assert ev.rows[0]["row"] == "samples" and h["n"] == len(a)
     for key in ("fd", "fd_infinity", "kid", "inception_score", "precision", "recall", "density",
@@ -57,3 +57,8 @@ def test_noise_samples_are_judged_bad(run_dir, tmp_path):
     ev, h = _evaluate(run_dir, path)
     assert h["n"] == 300 and h["c2st_auc"] >= 0.95
     assert h["fd"] > 3 * h["fd_real_vs_real"] and h["samples_source"].startswith("external")
+    # no 'y' in the file: no labels of their own, so no TSTR; the pseudo-label diagnostic stands
+    # beside the noise row's
+    assert h["tstr_accuracy"] is None and "external samples without 'y'" in h["tstr_accuracy_na_reason"]
+    assert h["tstr_pseudo_label_accuracy"] is not None
+    assert h["tstr_pseudo_label_accuracy_baseline"] is not None
