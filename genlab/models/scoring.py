@@ -43,7 +43,7 @@ from genlab.models.diffusion import ddim_step
 from genlab.numerics import MetricInputError
 
 __all__ = ["record_labels", "timesteps_at", "denoising_losses", "secmi_t_errors",
-           "cvae_neg_elbos", "cvae_marginal_neg_elbo", "gan_logit", "model_representations",
+           "neg_elbos", "cvae_neg_elbos", "cvae_marginal_neg_elbo", "gan_logit", "model_representations",
            "DRIFT_T_FRACTION", "vae_bounds"]
 
 DRIFT_T_FRACTION = 0.5  # the drift study's DDPM score: the denoising loss at t = T/2
@@ -119,24 +119,28 @@ def secmi_t_errors(model, x, t: int, k: int, labels=None) -> np.ndarray:
     return (back - z).pow(2).flatten(1).mean(1).numpy()
 
 
-def mean_neg_elbo(model, x, generators: Sequence[torch.Generator], labels=None) -> np.ndarray:
-    """Each record's negative ELBO (float64), the mean over one draw of z per generator (summed
-    in float64, in order), in eval mode without gradients; ``labels``: a CVAE's classes."""
+def neg_elbos(model, x, *, draws: int, seed: int, labels=None) -> np.ndarray:
+    """Each record's negative ELBO (float64), the mean over ``draws`` draws of z (summed in
+    float64, in order), in eval mode without gradients; ``labels``: a CVAE's classes.
+
+    The one seeding rule of every negative-ELBO score (audit, drift score, retraining check):
+    draw ``j`` comes from the private generator of ``(seed, j)``, so a record's score depends on
+    ``seed`` and ``draws`` only, never on the global RNG or on which other records are scored."""
     xt = _records(x)
     kw = {} if labels is None else {"labels": labels}
     total = np.zeros(len(xt))
     with eval_no_grad(model):
-        for gen in generators:
-            total += model.neg_elbo(xt, gen, **kw).double().numpy()
-    return total / len(generators)
+        for j in range(int(draws)):
+            total += model.neg_elbo(xt, _generator(seed, j), **kw).double().numpy()
+    return total / int(draws)
 
 
 def cvae_neg_elbos(model, x, *, draws: int, seed: int) -> np.ndarray:
     """``(n, n_classes)``: the conditional VAE's negative ELBO of every record under every class,
     each the mean of ``draws`` seeded draws of z (the same draws for every class)."""
     xt = _records(x)
-    return np.stack([mean_neg_elbo(model, xt, [_generator(seed, j) for j in range(int(draws))],
-                                   labels=torch.full((len(xt),), c, dtype=torch.long))
+    return np.stack([neg_elbos(model, xt, draws=draws, seed=seed,
+                               labels=torch.full((len(xt),), c, dtype=torch.long))
                      for c in range(model.n_classes)], 1)
 
 
@@ -188,11 +192,7 @@ def model_representations(model) -> dict[str, Callable[[np.ndarray], np.ndarray]
                 return model.encode(_records(x))[0].double().numpy()
 
         def score(x):
-            gen = torch.Generator().manual_seed(_SCORE_SEED)
-            with torch.no_grad():
-                t = _records(x)
-                draws = torch.stack([model.neg_elbo(t, gen) for _ in range(DRIFT_DRAWS)])
-                return draws.mean(0).double().numpy()[:, None]
+            return neg_elbos(model, x, draws=DRIFT_DRAWS, seed=_SCORE_SEED)[:, None]
         reps.update(latent=latent, score=score)
     elif kind == "vae":
         def latent(x):

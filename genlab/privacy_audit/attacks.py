@@ -53,7 +53,7 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from genlab.models.scoring import (cvae_marginal_neg_elbo, denoising_losses, gan_logit, mean_neg_elbo,
+from genlab.models.scoring import (cvae_marginal_neg_elbo, denoising_losses, gan_logit, neg_elbos,
                                    record_labels, secmi_t_errors, timesteps_at)
 from genlab.models import is_conditional
 from genlab.numerics import flatten, sq_dists
@@ -122,8 +122,7 @@ def model_loss(model, x: torch.Tensor, *, mc_samples: int = 8, seed: int = 0, la
 def _elbo(model, x: torch.Tensor, mc_samples: int, seed: int, labels=None) -> np.ndarray:
     if is_conditional(model) and labels is None:
         return -cvae_marginal_neg_elbo(model, x, draws=mc_samples, seed=_MC_SEED + 1000 * int(seed))[0]
-    gens = [torch.Generator().manual_seed(_MC_SEED + 1000 * int(seed) + j) for j in range(mc_samples)]
-    return -mean_neg_elbo(model, x, gens, labels)
+    return -neg_elbos(model, x, draws=mc_samples, seed=_MC_SEED + 1000 * int(seed), labels=labels)
 
 
 def _recon(model, x: torch.Tensor, labels=None) -> np.ndarray:
