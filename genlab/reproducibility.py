@@ -63,17 +63,14 @@ def configure() -> int:
 
     Idempotent. Call it before the first tensor op (the switches are read then)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     for key, value in kernel_environment().items():
         os.environ.setdefault(key, value)
     n = threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)  # numpy / scipy / scikit-learn BLAS and OpenMP pools
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        pass
+    threadpool_limits(n)  # numpy / scipy / scikit-learn BLAS and OpenMP pools
     return n
 
 

@@ -12,6 +12,7 @@ deleted, and the error says how much the run had written and how much space was 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -237,31 +238,28 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
                                 + discard_after_disk_full(staging, None, plan.name)) from exc
 
     timings: dict[str, Any] = {}
-    previous_env = {k: os.environ.get(k) for k in (STAGING_ENV, *kernel_environment())}
-    os.environ.update(kernel_environment())  # the kernels inherit threads and numeric switches
-    os.environ[STAGING_ENV] = json.dumps({str(plan.final_dir): str(staging)})
-    try:
-        for i, step in enumerate(plan.steps, 1):
-            echo(f"[{i}/{len(plan.steps)}] {step.short}: {step.source.relative_to(root)} "
-                 f"-> {plan.run_dir_param}/{step.stem}.html")
-            timings[step.stem] = _execute(step, staging, root, progress)
-            echo(f"      done in {timings[step.stem]['execute_s']:.1f} s")
-        write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
-    except BaseException as exc:
-        failed = reports / f"{plan.name}.failed"
-        if is_disk_full(exc):
-            space = discard_after_disk_full(staging, failed, plan.name)
-            echo(f"run '{plan.name}' failed: disk full; partial output deleted; "
+    with _kernel_environment({STAGING_ENV: json.dumps({str(plan.final_dir): str(staging)})}):
+        try:
+            for i, step in enumerate(plan.steps, 1):
+                echo(f"[{i}/{len(plan.steps)}] {step.short}: {step.source.relative_to(root)} "
+                     f"-> {plan.run_dir_param}/{step.stem}.html")
+                timings[step.stem] = _execute(step, staging, root, progress)
+                echo(f"      done in {timings[step.stem]['execute_s']:.1f} s")
+            write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
+        except BaseException as exc:
+            failed = reports / f"{plan.name}.failed"
+            if is_disk_full(exc):
+                space = discard_after_disk_full(staging, failed, plan.name)
+                echo(f"run '{plan.name}' failed: disk full; partial output deleted; "
+                     f"{plan.final_dir} left as it was")
+                text = (str(exc).strip() if isinstance(exc, PipelineError)
+                        else f"{type(exc).__name__}: {exc}")
+                raise PipelineError(f"{text}\n{space}") from exc
+            shutil.rmtree(failed, ignore_errors=True)
+            staging.rename(failed)
+            echo(f"run '{plan.name}' failed; partial output kept in {failed}; "
                  f"{plan.final_dir} left as it was")
-            text = str(exc).strip() if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-            raise PipelineError(f"{text}\n{space}") from exc
-        shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
-        echo(f"run '{plan.name}' failed; partial output kept in {failed}; "
-             f"{plan.final_dir} left as it was")
-        raise
-    finally:
-        _restore_env(previous_env)
+            raise
 
     replace_dir(staging, plan.final_dir)
     shutil.rmtree(reports / f"{plan.name}.failed", ignore_errors=True)
@@ -270,12 +268,22 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
     return plan.final_dir
 
 
-def _restore_env(previous: Mapping[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+@contextlib.contextmanager
+def _kernel_environment(extra: Mapping[str, str] | None = None):
+    """The environment the notebook kernels inherit (threads, numeric switches, `extra`) set
+    for the duration, and the caller's restored after."""
+    values = {**kernel_environment(), **(extra or {})}
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
 
 
 def _merge_timings(path: Path, new: Mapping[str, Any]) -> None:
@@ -293,14 +301,10 @@ def refresh_golden(source: Path, *, progress: bool = True) -> None:
     import nbformat
     import papermill as pm
 
-    previous_env = {k: os.environ.get(k) for k in kernel_environment()}
-    os.environ.update(kernel_environment())
-    try:
+    with _kernel_environment():
         nb = pm.execute_notebook(str(source), str(source), kernel_name="python3",
                                  progress_bar=progress, cwd=str(source.parent), log_output=False,
                                  extra_arguments=list(KERNEL_ARGS))
-    finally:
-        _restore_env(previous_env)
     normalize_notebook(nb)
     nb.metadata.pop("papermill", None)
     atomic_write_text(source, nbformat.writes(nb))
