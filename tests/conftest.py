@@ -9,6 +9,8 @@ purpose)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -80,6 +82,23 @@ def train_ddpm():
 
 
 @pytest.fixture
+def chromium():
+    """Run headless Chromium on a page (`--dump-dom URL`, `--screenshot=PNG URL`); skips the
+    test where Debian's chromium is not installed."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+
+    def run(*args):
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}"]
+        return subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture
 def one_thread():
     """One BLAS and one torch thread: tiny networks run 5-10× slower with two threads on a
     loaded 2-core machine."""
@@ -128,4 +147,37 @@ def vae_run(tmp_path_factory, digits, digits_spec) -> RunFolder:
     res = training.fit(model, train_dataloaders=loader, ckpt_dir=run.checkpoints,
                        cfg=training.TrainConfig(max_epochs=30, batch_size=64, seed=0))
     shutil.copyfile(res.last_ckpt, run.model_ckpt)
+    return run
+
+
+@pytest.fixture
+def headline_run(tmp_path):
+    """A run folder built from recorded headline JSON (tests/operations/data/, a default digits
+    run) with stand-in reports, a stand-in checkpoint and a training notebook whose sample cell
+    shows a PNG: for the front page, the model card and the registry, without training."""
+    import base64
+    import io
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = tmp_path / "run-a"
+    (run / "artifacts").mkdir(parents=True)
+    for path in sorted((Path(__file__).parent / "operations" / "data").glob("*.json")):
+        shutil.copy(path, run / path.name)
+        (run / f"{path.stem}.html").write_text(f"<html><body>{path.stem}</body></html>\n")
+    (run / "artifacts" / "model.ckpt").write_bytes(b"stand-in checkpoint of run-a")
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    ax.imshow(np.arange(64).reshape(8, 8), cmap="gray")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    cell = {"cell_type": "code", "source": "report.samples()", "metadata": {},
+            "outputs": [{"output_type": "display_data", "data": {"image/png": png}}]}
+    (run / "01_train.ipynb").write_text(json.dumps({"cells": [cell], "metadata": {}}))
     return run

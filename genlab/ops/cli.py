@@ -1,8 +1,8 @@
 """Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
 
-    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
-    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
-    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
+    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME] [--track]
+    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT] [--track]
+    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml] [--promote NAME]
     genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
     genlab params [train]
 """
@@ -89,6 +89,7 @@ def _sweep(args) -> int:
         return 2
     try:
         sweep = load_sweep(args.file, args.reports_dir)
+        mc = _tracking_client(args.track)
     except P.ParameterError as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
@@ -100,21 +101,53 @@ def _sweep(args) -> int:
         return 130
     atomic_write_text(sweep.folder / "timings.json", json.dumps(
         {r["run"]: r["seconds"] for r in rows}, indent=1, sort_keys=True) + "\n")
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    failed = any(r["status"] == "failed" for r in rows)
+    if mc is not None:
+        from genlab.operations.tracking import TrackingError, log_sweep
+
+        done = [sweep.folder / r["run"] for r in rows if r["status"] != "failed"]
+        try:
+            parent = log_sweep(sweep.folder, done, mc=mc)
+        except (TrackingError, OSError) as exc:
+            print(f"genlab: error: sweep finished, tracking failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"tracked: MLflow run {parent} with {len(done)} child runs ({mc.tracking_uri})")
+    return 1 if failed else 0
+
+
+def _tracking_client(flag: bool):
+    """An MLflow client when tracking is asked for (--track or GENLAB_TRACK), else None; a
+    missing extra is a ParameterError before any work starts."""
+    from genlab.operations.tracking import TrackingError, client, tracking_requested
+
+    if not tracking_requested(flag):
+        return None
+    try:
+        return client()
+    except TrackingError as exc:
+        raise P.ParameterError(str(exc)) from None
 
 
 def _gate(args) -> int:
-    from genlab.ops.gate import GateError, evaluate, load_rules
+    from genlab.operations.promotion import gate_and_promote
+    from genlab.operations.tracking import TrackingError
+    from genlab.ops.gate import GateError, load_rules
     from genlab.ops.reports import Table
 
     try:
-        rows = evaluate(args.target, load_rules(args.rule, args.file))
-    except GateError as exc:
+        rows, promoted = gate_and_promote(args.target, load_rules(args.rule, args.file),
+                                          args.promote, alias=args.alias)
+    except (GateError, TrackingError) as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
     print(repr(Table(rows, title=f"gate: {args.target}", digits=6)))
     failed = [r for r in rows if r["status"] != "pass"]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    if promoted:
+        print(f"registered {promoted['name']} version {promoted['version']}; alias "
+              f"'{promoted['alias']}' now points to it")
+    elif args.promote:
+        print(f"not registered: alias '{args.alias}' of {args.promote} left where it was")
     return 1 if failed else 0
 
 
@@ -128,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
     run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    run.add_argument("--track", action="store_true", help="log the run to MLflow (also: "
+                     "GENLAB_TRACK=1; MLFLOW_TRACKING_URI, else mlruns/ in the project)")
     sweep = sub.add_parser("sweep", help="run a grid of parameter sets on Dask")
     sweep.add_argument("file", type=Path, help="sweep YAML (name, only, base, grid, runs)")
     sweep.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
@@ -135,10 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--scheduler", help="address of an existing Dask scheduler "
                        "(workers must share this file system)")
     sweep.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
+    sweep.add_argument("--track", action="store_true", help="log to MLflow: the sweep as a "
+                       "parent run, each run as a child (also: GENLAB_TRACK=1)")
     gate = sub.add_parser("gate", help="check rules over headline JSON; non-zero exit on failure")
     gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
     gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
     gate.add_argument("-f", "--file", action="append", default=[], metavar="RULES.YAML")
+    gate.add_argument("--promote", metavar="NAME", help="when every rule passes: register the "
+                      "run as a new version of model NAME and move --alias to it")
+    gate.add_argument("--alias", default="champion", help="alias moved by --promote")
     gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs and "
                           "the golden headline numbers with their tolerances (tests/golden/)")
     gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
@@ -166,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         only = _split_only(args.only)
         values = collect_parameters(args.file, args.param, only)
         plan = plan_run(values, only=only, name=args.name, reports_dir=args.reports_dir)
+        mc = _tracking_client(args.track)
     except P.ParameterError as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
@@ -177,6 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)
         return 130
+    if mc is not None:
+        from genlab.operations.tracking import TrackingError, log_run
+
+        try:
+            run_id = log_run(plan.final_dir, mc=mc)
+        except (TrackingError, OSError) as exc:
+            print(f"genlab: error: run finished, tracking failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"tracked: MLflow run {run_id} ({mc.tracking_uri})")
     return 0
 
 

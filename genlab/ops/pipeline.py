@@ -245,6 +245,10 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
                      f"-> {plan.run_dir_param}/{step.stem}.html")
                 timings[step.stem] = _execute(step, staging, root, progress)
                 echo(f"      done in {timings[step.stem]['execute_s']:.1f} s")
+            if (staging / "01_train.json").exists():
+                from genlab.operations.card import write_model_card
+
+                write_model_card(staging, plan.name)
             write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
         except BaseException as exc:
             failed = reports / f"{plan.name}.failed"

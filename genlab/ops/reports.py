@@ -211,30 +211,14 @@ def export_html(nb, title: str) -> str:
 
 # --------------------------------------------------------------------------- run front page
 def write_index(run_dir: Path, notebooks: Sequence[str], name: str | None = None) -> Path:
-    """`index.html`: links to each report with its flat headline numbers.
+    """`index.html` (verdicts, sample thumbnail, key numbers with CI and reference per report)
+    and `keys.html` (every headline key), see `genlab.ops.dashboard`.
 
     `name` is the run's name (the folder may still be a staging folder with another name)."""
+    from genlab.ops.dashboard import front_page, keys_page
+
     name = name or run_dir.name
-    sections = []
-    for stem in notebooks:
-        js = run_dir / f"{stem}.json"
-        if not (run_dir / f"{stem}.html").exists():
-            continue
-        rows = []
-        if js.exists():
-            doc = json.loads(js.read_text())
-            rows = [{"metric": k, "value": v} for k, v in doc.items()
-                    if k not in ("parameters", "provenance")]
-        table = Table(rows)._repr_html_() if rows else "<p>(no headline numbers)</p>"
-        sections.append(f'<h2><a href="{stem}.html">{html.escape(stem)}</a></h2>{table}')
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>genlab run {html.escape(name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
-        f"</head><body><h1>genlab run: {html.escape(name)}</h1>"
-        + "".join(sections) + "</body></html>\n"
-    )
+    atomic_write_text(run_dir / "keys.html", keys_page(run_dir, notebooks, name))
     out = run_dir / "index.html"
-    atomic_write_text(out, page)
+    atomic_write_text(out, front_page(run_dir, notebooks, name))
     return out
