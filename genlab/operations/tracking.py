@@ -74,7 +74,7 @@ def tracking_uri() -> str:
 
 def client():
     """An MlflowClient on `tracking_uri()` (tracking and registry on the same store)."""
-    mlflow = mlflow_module()
+    mlflow_module()
     uri = tracking_uri()
     if uri.startswith("sqlite:"):
         try:

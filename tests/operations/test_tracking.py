@@ -128,3 +128,27 @@ def test_missing_extra_is_one_clear_error(headline_run, monkeypatch, capsys):
     assert not (headline_run / "gate.json").exists()  # refused before the gate ran
     assert cli.main(["run", "--only", "train", "--track", "--name", "x"]) == 2
     assert "optional extra 'ops'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_genlab_run_tracked_and_untracked(store, tmp_path, monkeypatch, capsys):
+    """A real (tiny) training run: with --track one MLflow run holds its numbers, reports and
+    checkpoint; without it nothing is logged."""
+    mc = tracking.client()
+    experiment = mc.get_experiment_by_name(tracking.EXPERIMENT)
+    before = len(mc.search_runs([experiment.experiment_id])) if experiment else 0
+    args = ["run", "--only", "train", "-p", "dataset=toy", "-p", "max_epochs=2", "-p",
+            "width=32", "--reports-dir", str(tmp_path / "rep"), "--no-progress"]
+    assert cli.main([*args, "--name", "plain"]) == 0
+    experiment = mc.get_experiment_by_name(tracking.EXPERIMENT)
+    assert (len(mc.search_runs([experiment.experiment_id])) if experiment else 0) == before
+    assert (tmp_path / "rep" / "plain" / "model_card.html").exists()
+    assert cli.main([*args, "--name", "tracked", "--track"]) == 0
+    assert "tracked: MLflow run" in capsys.readouterr().out
+    runs = mc.search_runs([mc.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
+                          "tags.`genlab.run` = 'tracked'")
+    assert len(runs) == 1
+    doc = json.loads((tmp_path / "rep" / "tracked" / "01_train.json").read_text())
+    assert runs[0].data.metrics["01_train.final_val_loss"] == pytest.approx(doc["final_val_loss"])
+    files = {f.path for f in mc.list_artifacts(runs[0].info.run_id, "run/artifacts")}
+    assert "run/artifacts/model.ckpt" in files
