@@ -268,3 +268,13 @@ def resolve_model_uri(uri: str, *, mc=None) -> Path:
         raise TrackingError(f"{uri} (version {version.version}): {local} holds no "
                             f"artifacts/model.ckpt")
     return local
+
+
+def register_model_resolver() -> None:
+    """Let `genlab serve` (and `resolve_source`) serve `models:/NAME@alias`: the version the
+    alias points to when the server starts (a later alias move needs the admin endpoints or a
+    restart)."""
+    mlflow_module()
+    from genlab.serve.sampler import register_resolver
+
+    register_resolver("models:/", resolve_model_uri)

@@ -4,7 +4,7 @@
     genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT] [--track]
     genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml] [--promote NAME]
     genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
-    genlab serve reports/<run> [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
+    genlab serve reports/<run> | models:/NAME@champion [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
     genlab loadtest http://127.0.0.1:8000 --rates 5,20,80 [--requests 200 --duration 30]
     genlab params [train]
 """
@@ -176,6 +176,14 @@ def _serve(args) -> int:
     if bad:
         print(f"genlab: error: {bad[0]}", file=sys.stderr)
         return 2
+    if any(str(s).startswith("models:/") for s in (args.source, args.candidate) if s):
+        from genlab.operations.tracking import TrackingError, register_model_resolver
+
+        try:
+            register_model_resolver()
+        except TrackingError as exc:
+            print(f"genlab: error: {exc}", file=sys.stderr)
+            return 2
     config = ServeConfig(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms,
                          max_n=args.max_n, token=token, request_log=args.request_log,
                          log_outputs=args.log_outputs)
