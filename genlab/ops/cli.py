@@ -6,12 +6,15 @@
     genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
     genlab serve reports/<run> | models:/NAME@champion [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
     genlab loadtest http://127.0.0.1:8000 --rates 5,20,80 [--requests 200 --duration 30]
+    genlab monitor requests.jsonl --run reports/<run> [--window 50 --arl0 1000] [--out m.json]
+    genlab canary requests.jsonl --run reports/<run> [--url http://127.0.0.1:8000]
     genlab params [train]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,6 +199,43 @@ def _serve(args) -> int:
         return 2
 
 
+def _online(args) -> int:
+    """`genlab monitor` (online metrics of a request log) and `genlab canary` (decide, apply)."""
+    from genlab.operations import canary, online
+    from genlab.operations.tracking import TrackingError
+    from genlab.ops.reports import Table
+    from genlab.ops.runs import atomic_write_text
+
+    try:
+        run_dir = Path(args.run)
+        if str(args.run).startswith("models:/"):
+            from genlab.operations.tracking import resolve_model_uri
+
+            run_dir = resolve_model_uri(args.run)
+        rows = online.read_log(args.log)
+        metrics = online.online_metrics(rows, run_dir, window=args.window,
+                                        arl0_target=args.arl0, alpha=args.alpha, seed=args.seed)
+    except (online.LogError, TrackingError, FileNotFoundError, ValueError) as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(repr(Table.from_mapping(metrics, title=f"online metrics: {args.log}")))
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    if args.command == "monitor":
+        return 1 if metrics["online_drift_alarm"] else 0
+    try:
+        decision = canary.decide(metrics, alpha=args.alpha, margin=args.margin,
+                                 min_records=args.min_records)
+    except ValueError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"canary: {decision.action} - {decision.reason}")
+    if args.url:
+        canary.apply(args.url, decision)
+        print(f"applied at {args.url}" if decision.action != "continue" else "nothing to apply")
+    return 0
+
+
 def _loadtest(args) -> int:
     from genlab.serve.loadtest import LoadTestError, main as loadtest_main
 
@@ -270,6 +310,23 @@ def main(argv: list[str] | None = None) -> int:
     gold.add_argument("--seeds", type=int, default=5, help="default runs whose spread sets the "
                       "tolerances (at least 3)")
     gold.add_argument("--jobs", type=int, default=2, help="seed runs at a time")
+    for name, text in (("monitor", "online metrics of a request log (genlab serve "
+                                    "--log-outputs): output drift, task completion, request drift"),
+                       ("canary", "promote or roll back the candidate from a request log")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("log", type=Path, help="the server's request log (JSON lines)")
+        cmd.add_argument("--run", required=True, help="the approved run folder or "
+                         "models:/NAME@alias: its model's samples are the reference")
+        cmd.add_argument("--window", type=int, default=50, help="monitor window (records)")
+        cmd.add_argument("--arl0", type=int, default=1000, help="target records between false "
+                         "alarms")
+        cmd.add_argument("--alpha", type=float, default=0.05, help="level of the tests")
+        cmd.add_argument("--seed", type=int, default=0)
+        cmd.add_argument("--out", type=Path, help="write the metrics as JSON")
+        if name == "canary":
+            cmd.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin")
+            cmd.add_argument("--min-records", type=int, default=100)
+            cmd.add_argument("--url", help="the server: POST its /admin/promote or /admin/rollback")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
     show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
     _add_serving(sub)
@@ -277,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("monitor", "canary"):
+        return _online(args)
     if args.command == "loadtest":
         return _loadtest(args)
     if args.command == "params":
