@@ -256,6 +256,37 @@ DRIFT_STUDY = _COMMON + [
 ]
 NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
 
+OPERATIONS = _COMMON + [
+    Param("model_name", "genlab-model", str, "registry model name the scenario registers under "
+          "(in a temporary registry of its own, never the team's)"),
+    Param("drift_shift", "knockout", str, "the production shift (kind[:intensity], see "
+          "genlab.drift_study.shifts)"),
+    Param("shift_at_request", 100, int, "production request at which the shift begins", low=1,
+          high=100_000),
+    Param("stream_requests", 400, int, "production requests monitored (one record each)",
+          low=20, high=1_000_000),
+    Param("monitor_arl0", 500, int, "production monitor: target requests to a false alarm",
+          low=20, high=100_000),
+    Param("production_window", 50, int, "production monitor: windowed-MMD window", low=5,
+          high=10_000),
+    Param("arl0_streams", 100, int, "no-drift streams measuring ARL0 on the other pool",
+          low=10, high=100_000),
+    Param("finetune_epochs", 30, int, "fine-tuning epochs from the champion after the alarm",
+          low=1, high=100_000),
+    Param("canary_share", 0.2, float, "share of requests the candidate answers", low=0.01,
+          high=0.99),
+    Param("canary_requests", 150, int, "requests before the canary decision", low=10,
+          high=1_000_000),
+    Param("request_size", 16, int, "records per request", low=1, high=1024),
+    Param("online_arl0", 1000, int, "served-output monitor: target records to a false alarm",
+          low=20, high=100_000),
+    Param("canary_alpha", 0.05, float, "level of the canary tests", low=0.001, high=0.49),
+    Param("canary_margin", 0.05, float, "canary non-inferiority margin", low=0.0, high=0.5),
+    Param("broken_noise", 2.0, float, "broken candidate: weight noise in units of each "
+          "tensor's standard deviation", low=0.0, high=100.0),
+]
+NOTEBOOK_PARAMS["operations"] = OPERATIONS
+
 # Names a kernel defines by itself; everything else at top level after the parameters cell is
 # a parameter (or a typo of one).
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -364,9 +395,11 @@ TrainParams = _params_class("train", "TrainParams")
 EvaluateParams = _params_class("evaluate", "EvaluateParams")
 PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
 DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
+OperationsParams = _params_class("operations", "OperationsParams")
 PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
                                    "privacy_audit": PrivacyAuditParams,
-                                   "drift_study": DriftStudyParams}
+                                   "drift_study": DriftStudyParams,
+                                   "operations": OperationsParams}
 
 
 def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:

@@ -12,9 +12,11 @@
     the target by construction; a different pool shows what the threshold really gives.
 (b) Task completion: the share of served records that the evaluation classifier assigns to the
     requested class (conditional requests), with a Wilson 95% CI. Simulated user acceptance: a
-    user accepts a record with probability equal to the classifier's probability of the
-    requested class (of its most likely class for an unconditional request) — a user who reads
-    digits as well as the classifier; one seeded Bernoulli draw per record.
+    user rejects a record that does not look like the approved model's outputs (outside every
+    k-NN ball of its reference samples in the classifier's feature space: the per-record test
+    behind precision) and accepts the others with probability equal to the classifier's
+    probability of the requested class (of its most likely class for an unconditional request)
+    — a user who reads digits as well as the classifier; one seeded Bernoulli draw per record.
 (c) Request drift: requested classes against the class shares the model was approved on (its
     members), and request sizes against the approval window's sizes (the first `window` requests
     of the log, or a reference log): chi-square goodness-of-fit tests at level α; requests in a
@@ -169,15 +171,30 @@ def wilson(successes: int, n: int) -> tuple[float | None, float | None]:
     return float(ci.low), float(ci.high)
 
 
-def task_completion(proba: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+def realistic(features: np.ndarray, reference: np.ndarray, k: int = 5) -> np.ndarray:
+    """Per record: inside the k-nearest-neighbour ball of some reference record (the
+    per-record test behind precision in Kynkäänniemi et al. 2019; its mean is prdc's precision)."""
+    from sklearn.metrics import pairwise_distances
+    from sklearn.neighbors import NearestNeighbors
+
+    radii = NearestNeighbors(n_neighbors=k + 1).fit(reference).kneighbors(reference)[0][:, k]
+    return (pairwise_distances(features, reference) < radii[None, :]).any(1)
+
+
+def task_completion(proba: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+                    real: np.ndarray | None = None) -> dict[str, Any]:
     """Completion (classifier's argmax = requested class) over the records with a requested
-    class, and simulated user acceptance over all records (module doc), with Wilson CIs."""
+    class, and simulated user acceptance over all records (module doc), with Wilson CIs.
+    `real`: per record, whether it looks like the approved outputs (`realistic`); a record that
+    does not is never accepted."""
     labels = np.asarray(labels)
     asked = labels >= 0
     n = int(asked.sum())
     done = int((proba[asked].argmax(1) == labels[asked]).sum()) if n else 0
     p_accept = np.where(asked, proba[np.arange(len(proba)), np.maximum(labels, 0)],
                         proba.max(1))
+    if real is not None:
+        p_accept = p_accept * np.asarray(real, dtype=float)
     accepted = int((np.random.default_rng([seed, 43]).random(len(p_accept)) < p_accept).sum())
     out: dict[str, Any] = {"completion_n": n, "completion_successes": done,
                            "acceptance_n": int(len(p_accept)), "acceptance_successes": accepted,
@@ -285,9 +302,11 @@ def online_metrics(rows: Sequence[dict[str, Any]], run_dir: Path, *, window: int
         first = monitor.first_alarm(part.x) if len(part.x) >= monitor.window else None
         request = None if first is None else int(part.request_of_record[first])
         alarms.append(first is not None)
-        proba = extractor.predict_proba(part.x)
-        out.update({f"{version}_{k}": v for k, v in task_completion(proba, part.labels,
-                                                                    seed=seed).items()})
+        feats, proba = extractor.features_and_proba(part.x)
+        real = realistic(feats, monitor.reference)
+        out[f"{version}_realistic_share"] = float(real.mean())
+        out.update({f"{version}_{k}": v for k, v in task_completion(
+            proba, part.labels, seed=seed, real=real).items()})
         out[f"{version}_requests"] = len(part.rows)
         out[f"{version}_failed_requests"] = sum(r.get("version") == version
                                                 and r.get("status") != 200 for r in rows)

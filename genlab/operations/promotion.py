@@ -62,8 +62,8 @@ def gate_and_promote(target: Path, rules: Sequence[Rule], model_name: str | None
     from genlab.operations.card import card_markdown
     from genlab.operations.tracking import register
 
-    promoted = register(target, model_name, alias=alias, mc=mc,
-                        description=card_markdown(target))
+    card = card_markdown(target) if (target / "01_train.json").exists() else ""
+    promoted = register(target, model_name, alias=alias, mc=mc, description=card)
     record["promoted"] = promoted
     _write_gate(target, record)
     _refresh_pages(target)

@@ -128,16 +128,19 @@ def damaged_copy(run_dir: Path, dest: Path, *, noise: float = 1.0, seed: int = 0
     return dest
 
 
-def canary_round(champion: Path, candidate: Path, workdir: Path, *, n_requests: int = 200,
-                 n: int = 16, share: float = 0.2, alpha: float = 0.05, margin: float = 0.05,
+def canary_round(champion: Path, candidate: str | Path, workdir: Path, *,
+                 champion_source: str | None = None, n_requests: int = 200, n: int = 16,
+                 share: float = 0.2, alpha: float = 0.05, margin: float = 0.05,
                  window: int = 50, arl0_target: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Serve champion + candidate, send traffic, decide, apply the decision under traffic."""
+    """Serve champion + candidate, send traffic, decide, apply the decision under traffic.
+    `champion` is the approved run folder (its samples and classifier are the reference);
+    `champion_source` what the server loads for it (default: the folder; or models:/NAME@alias)."""
     from genlab.operations import canary, online
 
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "requests.jsonl"
     log.unlink(missing_ok=True)
-    with server(champion, log, candidate=candidate, share=share) as url:
+    with server(champion_source or champion, log, candidate=candidate, share=share) as url:
         with urllib.request.urlopen(url + "/metadata", timeout=10) as resp:
             meta = json.loads(resp.read())
         n_classes = meta["num_classes"] if meta["conditional"] else 0
@@ -157,6 +160,7 @@ def canary_round(champion: Path, candidate: Path, workdir: Path, *, n_requests: 
             after = json.loads(resp.read())
     all_rows = online.read_log(log)
     return {"decision": decision.as_dict(), "applied": applied, "metrics": metrics,
+            "rows": [{k: v for k, v in r.items() if k != "outputs"} for r in all_rows],
             "candidate_requests_before_decision": metrics.get("candidate_requests", 0),
             "failed_requests": sum(r.get("status") != 200 for r in all_rows),
             "failed_requests_during_switch": sum(s != 200 for s in during),
