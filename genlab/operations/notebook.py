@@ -31,8 +31,8 @@ from genlab.ops.runs import RunFolder
 from genlab.params import OperationsParams
 
 CHAMPION_RULES = ("fd_ratio_to_floor<=10", "privacy_verdict!=high")
-# a candidate must beat the champion on the drifted production data by 10% in FD
-CANDIDATE_RULES = ("fd_production_candidate_vs_champion<=0.9",)
+# a candidate must be at least as good as the champion on the drifted production data (FD)
+CANDIDATE_RULES = ("fd_production_candidate_vs_champion<=1.0",)
 
 
 class OperationsReport:
@@ -104,8 +104,11 @@ class OperationsReport:
         write_headline(RunFolder(folder), "06_candidate", check, provenance=self.prov)
         rows, promoted = gate_and_promote(folder, [Rule.parse(r) for r in CANDIDATE_RULES],
                                           self.p.model_name, alias=name)
-        return {**check, "gate_passed": promoted is not None,
-                "version": None if promoted is None else promoted["version"]}, rows
+        out = {**check, "gate_passed": promoted is not None,
+               "version": None if promoted is None else promoted["version"]}
+        if promoted is None:
+            out["version_na_reason"] = "not registered: the candidate failed its gate"
+        return out, rows
 
     def retrain(self) -> Table:
         self.candidate = production.fine_tune_candidate(
@@ -114,6 +117,7 @@ class OperationsReport:
         check, rows = self._check_and_gate(self.candidate, "candidate")
         self.numbers.update({f"candidate_{k}" if not k.startswith("fd_") else k: v
                              for k, v in check.items()})
+        self.numbers["candidate_gate_rule"] = CANDIDATE_RULES[0]
         return Table([{**{k: check[k] for k in ("fd_production_champion",
                                                 "fd_production_candidate",
                                                 "fd_production_real_vs_real")},
@@ -125,7 +129,9 @@ class OperationsReport:
         if not self.numbers["candidate_gate_passed"]:
             self.round_a = None
             self.numbers["canary_decision"] = "not run: the candidate failed its gate"
-            return Table([], title="Canary: not run")
+            self.numbers["served_variant"] = (f"fp32 · {p.model_name} "
+                                              f"v{self.numbers['champion_version']} @champion")
+            return Table([], title="Canary: not run (the candidate failed its gate)")
         self.round_a = r = self._round(f"models:/{p.model_name}@candidate", "round-a")
         d = r["decision"]
         if d["action"] == "promote":

@@ -12,9 +12,9 @@
     the target by construction; a different pool shows what the threshold really gives.
 (b) Task completion: the share of served records that the evaluation classifier assigns to the
     requested class (conditional requests), with a Wilson 95% CI. Simulated user acceptance: a
-    user rejects a record that does not look like the approved model's outputs (outside every
-    k-NN ball of its reference samples in the classifier's feature space: the per-record test
-    behind precision) and accepts the others with probability equal to the classifier's
+    user rejects a record that does not look like real data (outside every k-NN ball of the
+    real `holdout_a` records in the classifier's feature space: the per-record test behind
+    precision; the same yardstick for every model version) and accepts the others with probability equal to the classifier's
     probability of the requested class (of its most likely class for an unconditional request)
     — a user who reads digits as well as the classifier; one seeded Bernoulli draw per record.
 (c) Request drift: requested classes against the class shares the model was approved on (its
@@ -185,8 +185,8 @@ def task_completion(proba: np.ndarray, labels: np.ndarray, *, seed: int = 0,
                     real: np.ndarray | None = None) -> dict[str, Any]:
     """Completion (classifier's argmax = requested class) over the records with a requested
     class, and simulated user acceptance over all records (module doc), with Wilson CIs.
-    `real`: per record, whether it looks like the approved outputs (`realistic`); a record that
-    does not is never accepted."""
+    `real`: per record, whether it looks like real data (`realistic`); a record that does not
+    is never accepted."""
     labels = np.asarray(labels)
     asked = labels >= 0
     n = int(asked.sum())
@@ -257,7 +257,8 @@ def request_drift(rows: Sequence[dict[str, Any]], approved_class_shares: np.ndar
 
 # ------------------------------------------------------------------------------ all of it
 def approved_model(run_dir: Path, *, seed: int = 0):
-    """The approved run's model, its evaluation classifier and its members' class shares."""
+    """The approved run's model, its evaluation classifier, its members' class shares and the
+    real records of `holdout_a` (never trained on) that served records are judged against."""
     from genlab import data
     from genlab.evaluate.features import load_or_train_extractor
     from genlab.models import load_model
@@ -272,7 +273,7 @@ def approved_model(run_dir: Path, *, seed: int = 0):
     if ds.y is not None:
         members = ds.y[spec.pool("members")]
         shares = np.bincount(members, minlength=extractor.n_classes) / len(members)
-    return model, extractor, shares
+    return model, extractor, shares, ds.x[spec.pool("holdout_a")]
 
 
 def online_metrics(rows: Sequence[dict[str, Any]], run_dir: Path, *, window: int = 50,
@@ -282,7 +283,8 @@ def online_metrics(rows: Sequence[dict[str, Any]], run_dir: Path, *, window: int
     """(a), (b), (c) over a request log, per arm where the log has two. `reference_rows`: the
     approval window for request sizes (default: the log's first `window` requests, which are
     then left out of the tested window)."""
-    model, extractor, shares = approved_model(run_dir, seed=seed)
+    model, extractor, shares, real_records = approved_model(run_dir, seed=seed)
+    real_features = extractor.features(real_records)
     if monitor is None:
         monitor = calibrate_output_monitor(lambda n, s: model.sample(n, seed=s).numpy(),
                                            extractor.features, window=window,
@@ -303,7 +305,7 @@ def online_metrics(rows: Sequence[dict[str, Any]], run_dir: Path, *, window: int
         request = None if first is None else int(part.request_of_record[first])
         alarms.append(first is not None)
         feats, proba = extractor.features_and_proba(part.x)
-        real = realistic(feats, monitor.reference)
+        real = realistic(feats, real_features)
         out[f"{version}_realistic_share"] = float(real.mean())
         out.update({f"{version}_{k}": v for k, v in task_completion(
             proba, part.labels, seed=seed, real=real).items()})

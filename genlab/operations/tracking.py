@@ -19,6 +19,7 @@ spec). A registered model version points at that `run/` folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -270,11 +271,20 @@ def resolve_model_uri(uri: str, *, mc=None) -> Path:
     return local
 
 
-def register_model_resolver() -> None:
-    """Let `genlab serve` (and `resolve_source`) serve `models:/NAME@alias`: the version the
-    alias points to when the server starts (a later alias move needs the admin endpoints or a
-    restart)."""
+@contextlib.contextmanager
+def model_resolver():
+    """While open, `genlab serve` (and `resolve_source`) serve `models:/NAME@alias`: the version
+    the alias points to when the server starts (a later alias move needs the admin endpoints or
+    a restart). The previous resolver, if any, is back afterwards."""
     mlflow_module()
-    from genlab.serve.sampler import register_resolver
+    from genlab.serve import sampler
 
-    register_resolver("models:/", resolve_model_uri)
+    previous = sampler._RESOLVERS.get("models:/")
+    sampler.register_resolver("models:/", resolve_model_uri)
+    try:
+        yield
+    finally:
+        if previous is None:
+            sampler._RESOLVERS.pop("models:/", None)
+        else:
+            sampler.register_resolver("models:/", previous)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -179,22 +180,18 @@ def _serve(args) -> int:
     if bad:
         print(f"genlab: error: {bad[0]}", file=sys.stderr)
         return 2
-    if any(str(s).startswith("models:/") for s in (args.source, args.candidate) if s):
-        from genlab.operations.tracking import TrackingError, register_model_resolver
-
-        try:
-            register_model_resolver()
-        except TrackingError as exc:
-            print(f"genlab: error: {exc}", file=sys.stderr)
-            return 2
     config = ServeConfig(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms,
                          max_n=args.max_n, token=token, request_log=args.request_log,
                          log_outputs=args.log_outputs)
+    from genlab.operations.tracking import TrackingError, model_resolver
+
+    registry = any(str(s).startswith("models:/") for s in (args.source, args.candidate) if s)
     try:
-        return serve(args.source, host=args.host, port=args.port, variant=args.variant,
-                     candidate=args.candidate, candidate_share=args.candidate_share,
-                     config=config)
-    except (SourceError, FileNotFoundError) as exc:
+        with model_resolver() if registry else contextlib.nullcontext():
+            return serve(args.source, host=args.host, port=args.port, variant=args.variant,
+                         candidate=args.candidate, candidate_share=args.candidate_share,
+                         config=config)
+    except (SourceError, FileNotFoundError, TrackingError) as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
 

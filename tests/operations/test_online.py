@@ -103,3 +103,12 @@ def test_log_reading_and_arms(tmp_path):
         online.read_log(log)
     with pytest.raises(online.LogError, match="--log-outputs"):
         online.served_records([{"status": 200, "version": "champion"}])
+
+
+def test_realistic_share_is_prdc_precision():
+    from genlab.evaluate.metrics import prdc
+
+    rng = np.random.default_rng(0)
+    ref, fake = rng.normal(size=(300, 6)), rng.normal(0.3, 1.2, size=(400, 6))
+    share = online.realistic(fake, ref, k=5).mean()
+    assert share == pytest.approx(prdc(ref, fake, k=5)["precision"], abs=2 / 400)

@@ -70,10 +70,12 @@ def test_promotion_only_when_every_rule_passes(headline_run, store, tmp_path):
     assert "registered as model digits-vae with alias `champion`" in (
         served / "model_card.md").read_text()
     assert "registered as digits-vae version 1" in (headline_run / "model_card.md").read_text()
-    from genlab.serve.sampler import resolve_source
+    from genlab.serve.sampler import SourceError, resolve_source
 
-    tracking.register_model_resolver()  # what `genlab serve models:/...` does
-    assert resolve_source("models:/digits-vae@champion") == served.resolve()
+    with tracking.model_resolver():  # what `genlab serve models:/...` does
+        assert resolve_source("models:/digits-vae@champion") == served.resolve()
+    with pytest.raises(SourceError, match="no model registry resolver"):
+        resolve_source("models:/digits-vae@champion")  # gone again afterwards
     version = mc.get_model_version("digits-vae", "1")
     assert version.description.startswith("# Model card: run-a")
 
