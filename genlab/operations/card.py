@@ -121,9 +121,11 @@ def card_markdown(run_dir: Path, name: str | None = None) -> str:
                 f"{_v(drift, 'production_drift')}"]
     else:
         out.append("- no drift study for this run (04_drift_study)")
-    online = next((d for d in docs.values() if "online_drift_alarm" in d), None)
-    if online is not None:
-        out.append(f"- served traffic: drift alarm {_v(online, 'online_drift_alarm')}")
+    monitored = next((d for d in docs.values() if "drift_alarm" in d), None)
+    if monitored is not None:
+        out.append(f"- production monitor: drift alarm {_v(monitored, 'drift_alarm')} "
+                   f"({monitored.get('drift_alarm_reason', '')}); detection delay "
+                   f"{_v(monitored, 'detection_delay_requests')} requests")
     out.append("")
     gate_path = run_dir / "gate.json"
     out += ["## Gate and registry", ""]

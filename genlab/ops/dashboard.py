@@ -26,11 +26,16 @@ KEY_NUMBERS: dict[str, tuple[str, ...]] = {
     "03_privacy_audit": ("mia_auc_max", "tpr_at_1pct_fpr_max", "epsilon_lower_bound"),
     "04_drift_study": ("arl0_measured", "mean_detection_delay", "false_alarm_rate_max",
                        "fd_after_retrain"),
+    "06_operations": ("detection_delay_requests", "monitor_arl0_measured",
+                      "fd_production_candidate", "canary_decision",
+                      "broken_requests_before_rollback", "failed_requests_total"),
 }
 KEYS_WITHOUT_LIST = 6
 # references that are not a `<key>_real_vs_real` / `<key>_baseline` row
 OTHER_REFERENCE: dict[str, tuple[str, str | float]] = {
     "arl0_measured": ("target", "arl0_target"),
+    "monitor_arl0_measured": ("target", "monitor_arl0_target"),
+    "fd_production_candidate": ("champion", "fd_production_champion"),
     "mia_auc_max": ("chance", 0.5),
     "false_alarm_rate_max": ("level α", "alpha"),
     "fd_after_retrain": ("before", "fd_before_retrain"),
@@ -98,11 +103,11 @@ def verdicts(docs: Mapping[str, Mapping[str, Any]], gate: Mapping[str, Any] | No
         out.append(("privacy", v, VERDICT_COLOURS.get(v, _NONE),
                     privacy.get("privacy_verdict_reason", "")))
     drift = docs.get("04_drift_study", {})
-    online = next((d for s, d in docs.items() if "online_drift_alarm" in d), {})
-    if online.get("online_drift_alarm") is not None:
-        alarm = online["online_drift_alarm"]
-        out.append(("drift (served)", "alarm" if alarm else "no alarm", _BAD if alarm else _GOOD,
-                    online.get("online_drift_alarm_reason", "")))
+    monitored = next((d for d in docs.values() if d.get("drift_alarm") is not None), {})
+    if monitored:
+        alarm = monitored["drift_alarm"]
+        out.append(("drift (monitor)", "alarm" if alarm else "no alarm",
+                    _BAD if alarm else _GOOD, monitored.get("drift_alarm_reason", "")))
     elif "production_drift" in drift:
         v = drift["production_drift"]
         text = "not checked" if v is None else ("alarm" if v else "no alarm")

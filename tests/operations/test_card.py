@@ -25,6 +25,8 @@ def test_card_sections_and_numbers(headline_run):
     assert "members 896, val 179, holdout_a 360, holdout_b 362" in text
     assert "verdict: **low**" in text and "DP-SGD ε (accountant): n/a (trained without DP" in text
     assert "window 50 records, threshold calibrated to ARL₀ = 200 requests" in text
+    assert "served variant: fp32 · genlab-model v2 @champion" in text
+    assert "drift alarm True" in text and "detection delay 136 requests" in text
 
 
 def test_changed_json_value_changes_the_card(headline_run):

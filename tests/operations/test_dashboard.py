@@ -50,7 +50,9 @@ def test_front_page_badges_thumbnail_links_and_bytes(headline_run, chromium):
     index = write_index(headline_run, list(NOTEBOOKS.values()), name="run-a")
     page = index.read_text()
     assert "privacy: <b>low</b>" in page and "gate: <b>failed (1 of 1)</b>" in page
-    assert "drift (production): <b>not checked</b>" in page
+    assert "drift (monitor): <b>alarm</b>" in page  # the operations scenario's monitor
+    assert "served: <b>fp32 · genlab-model v2 @champion</b>" in page
+    assert "<td>detection_delay_requests</td><td class='num'>136</td>" in page
     assert "<td>fd</td><td class='num'>19.18</td><td class='num'>[16.82, 22.21]</td>" in page
     assert "mia_auc_max" in page and "fd_infinity_baseline" not in page  # the long list is apart
     keys = (headline_run / "keys.html").read_text()
@@ -68,7 +70,7 @@ def test_front_page_badges_thumbnail_links_and_bytes(headline_run, chromium):
     assert index.read_bytes() == first and (headline_run / "keys.html").read_text() == keys
 
     dom = chromium("--dump-dom", index.as_uri())
-    assert dom.returncode == 0 and dom.stdout.count("<section>") == 4, dom.stderr[-500:]
+    assert dom.returncode == 0 and dom.stdout.count("<section>") == 5, dom.stderr[-500:]
     assert "privacy: <b>low</b>" in dom.stdout
     shot = headline_run / "index.png"
     chromium("--window-size=1200,1000", f"--screenshot={shot}", index.as_uri())
