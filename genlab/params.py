@@ -275,7 +275,7 @@ OPERATIONS = _COMMON + [
           low=1, high=100_000),
     Param("canary_share", 0.2, float, "share of requests the candidate answers", low=0.01,
           high=0.99),
-    Param("canary_requests", 150, int, "requests before the canary decision", low=10,
+    Param("canary_requests", 300, int, "requests before the canary decision", low=10,
           high=1_000_000),
     Param("request_size", 16, int, "records per request", low=1, high=1024),
     Param("online_arl0", 1000, int, "served-output monitor: target records to a false alarm",

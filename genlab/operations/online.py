@@ -128,7 +128,7 @@ class OutputMonitor:
 
 
 def calibrate_output_monitor(sample, featurize, *, window: int = 50, arl0_target: int = 1000,
-                             pool_size: int = 600, n_streams: int = 100, seed: int = 0
+                             pool_size: int = 2000, n_streams: int = 100, seed: int = 0
                              ) -> OutputMonitor:
     """Reference, calibration and measurement pools of `pool_size` records each, sampled from
     the approved model (`sample(n, seed) -> records`) with independent seeds; the threshold for
