@@ -194,6 +194,7 @@ class OperationsReport:
         numbers = {**self.numbers, "failed_requests_total": failed,
                    "canary_share": self.p.canary_share, "model_name": self.p.model_name}
         write_headline(self.run, "06_operations", numbers, provenance=self.prov)
+        shutil.rmtree(self.registry, ignore_errors=True)  # the scenario's registry ends here
         return Table.from_mapping(numbers, title="Headline", digits=4)
 
 

@@ -158,3 +158,13 @@ def test_genlab_run_tracked_and_untracked(store, tmp_path, monkeypatch, capsys):
     assert runs[0].data.metrics["01_train.final_val_loss"] == pytest.approx(doc["final_val_loss"])
     files = {f.path for f in mc.list_artifacts(runs[0].info.run_id, "run/artifacts")}
     assert "run/artifacts/model.ckpt" in files
+
+
+def test_command_line_starts_without_mlflow():
+    import subprocess
+
+    code = ("import sys; from genlab.ops import cli; cli.main(['params', 'operations']); "
+            "assert 'mlflow' not in sys.modules and 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "canary_share" in done.stdout
