@@ -199,9 +199,10 @@ PRIVACY_AUDIT = _COMMON + [
 NOTEBOOK_PARAMS["privacy_audit"] = PRIVACY_AUDIT
 
 EVALUATE = _COMMON + [
-    Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
-          "the members, raw 'pixels' (no labels needed), or 'inception' (needs torch-fidelity "
-          "and cached weights)", choices=("classifier", "pixels", "inception")),
+    Param("feature_extractor", "auto", str, "feature space: 'auto' (the classifier when the "
+          "data have labels, else raw pixels; the report says which), an offline 'classifier' "
+          "trained on the members, raw 'pixels' (no labels needed), or 'inception' (needs "
+          "torch-fidelity and cached weights)", choices=("auto", "classifier", "pixels", "inception")),
     Param("n_samples", None, int, "generated records to evaluate; None = as many as holdout_a "
           "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
     Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "

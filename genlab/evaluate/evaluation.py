@@ -29,6 +29,7 @@ import torch
 
 from genlab import data as D
 from genlab.evaluate import features as F
+from genlab.evaluate import sanity
 from genlab.evaluate import metrics as M
 from genlab.evaluate import classifier_metrics as U
 from genlab.models import is_conditional
@@ -80,8 +81,20 @@ def load_context(p: EvaluateParams) -> Context:
     return Context(opened.run, opened.ds, opened.spec, opened.model, source)
 
 
+def extractor_kind(ctx: Context, p: EvaluateParams) -> tuple[str, str]:
+    """(the feature space to use, why): 'auto' takes the classifier when the data have labels
+    and raw pixels otherwise, so a user's unlabelled images evaluate end to end."""
+    if p.feature_extractor != "auto":
+        return p.feature_extractor, "chosen by the feature_extractor parameter"
+    if ctx.ds.y is None:
+        return "pixels", (f"auto: data set {ctx.ds.name!r} has no labels, so no classifier can be "
+                          f"trained; raw pixels need none (class slices, conditional accuracy "
+                          f"and TSTR are null)")
+    return "classifier", f"auto: data set {ctx.ds.name!r} has labels"
+
+
 def make_extractor(ctx: Context, p: EvaluateParams):
-    kind = p.feature_extractor
+    kind = extractor_kind(ctx, p)[0]
     if kind == "classifier":
         return F.load_or_train_extractor(ctx.run, ctx.ds, ctx.spec, seed=p.seed)
     if kind == "pixels":
@@ -178,7 +191,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw))
     out["fd_full_n"] = M.frechet_distance(c.f, ref.f)
     curve = M.fd_infinity(c.f, ref.f, draws=max(3, p.n_draws // 4), seed=p.seed,
-                          level=p.ci_level)
+                          level=p.ci_level, ci_draws=max(20, p.n_draws))
     out.update({"fd_infinity": curve["fd_infinity"], "fd_infinity_ci_low": curve["ci_low"],
                 "fd_infinity_ci_high": curve["ci_high"]})
     put("kid", M.subsample_ci(M.mmd2_poly, [c.f, ref.f], [m, m], **kw))
@@ -430,6 +443,7 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
         out["conditional_accuracy_min_class_na_reason"] = model.get(
             "conditional_accuracy_na_reason", "no per-class requests to judge")
     out.update(ev.likelihood)
+    out.update(sanity.sanity_headline(out))
     return out
 
 

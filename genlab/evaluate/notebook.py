@@ -8,7 +8,7 @@ from typing import Any
 from IPython.display import display
 
 from genlab import plots
-from genlab.evaluate import compare_runs, evaluation
+from genlab.evaluate import compare_runs, evaluation, sanity
 from genlab.ops.reports import Table, provenance, provenance_table, write_headline
 from genlab.params import EvaluateParams
 
@@ -64,7 +64,9 @@ class EvaluateReport:
 
     def feature_space(self) -> Table:
         self.ext = ext = evaluation.make_extractor(self.ctx, self.p)
-        return Table.from_mapping({"extractor": ext.name, "num_features": ext.num_features,
+        return Table.from_mapping({"extractor": ext.name,
+                                   "chosen": evaluation.extractor_kind(self.ctx, self.p)[1],
+                                   "num_features": ext.num_features,
                                    "n_classes": ext.n_classes,
                                    "accuracy_pools": "+".join(ext.accuracy_pools) or "-",
                                    "samples": self.ctx.samples_source}, title="Feature extractor")
@@ -102,8 +104,12 @@ class EvaluateReport:
 
     def headline(self) -> Table:
         numbers = evaluation.headline(self.ev, self.ext, self.ctx)
+        checks = sanity.sanity_checks(numbers)
+        failed = [r for r in checks if not r["passed"]]
+        print(f"Sanity rows: {len(checks) - len(failed)} of {len(checks)} checks pass (floor best, "
+              f"noise worst, intervals apart)" + "".join(f"\n  FAILS {r['detail']}" for r in failed))
         write_headline(self.ctx.run, "02_evaluate", numbers, provenance=self.prov,
-                       tables=evaluation.tables(self.ev))
+                       tables={**evaluation.tables(self.ev), "sanity_checks": checks})
         return Table.from_mapping(numbers, title="Headline", digits=4)
 
     def compare(self) -> None:
