@@ -43,8 +43,9 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
     p = _p()
     ext = E.make_extractor(ctx, p)
     ev = E.evaluate(ctx, ext, p)
-    assert [r["row"] for r in ev.rows] == ["model", "real (holdout_a)", "baseline (noise)"]
-    model, floor, base = ev.rows
+    assert [r["row"] for r in ev.rows] == ["model", "real (holdout_a)", "baseline (noise)",
+                                          "baseline (GMM)"]
+    model, floor, base, gmm = ev.rows
     assert model["authenticity"] == 0.0 and model["precision"] > 0.95
     assert floor["authenticity"] > 0.3
     assert base["c2st_auc"] > model["c2st_auc"]

@@ -18,7 +18,7 @@ import pytest
 from genlab import params
 from genlab.evaluate import evaluation as E
 from genlab.evaluate import sanity as S
-from genlab.evaluate.notebook import pseudo_label_note
+from genlab.evaluate.notebook import gmm_note, pseudo_label_note
 from genlab.ops import reports
 
 # the pseudo-label diagnostic is ordered too (in the tests, not in the report's gate: it is a
@@ -105,7 +105,7 @@ def test_unconditional_tstr_is_null_and_pseudo_label_diagnostic_sits_beside_nois
     for key in ("tstr_accuracy", "tstr_ece"):
         assert h[key] is None and "unconditional model" in h[f"{key}_na_reason"], key
         assert "tstr_pseudo_label_accuracy" in h[f"{key}_na_reason"]
-    model, floor, base = ev.rows
+    model, floor, base, _ = ev.rows
     # the noise row's own TSTR is null too, its pseudo-label diagnostic is reported
     assert base["tstr_accuracy"] is None and base["tstr_pseudo_label_accuracy"] is not None
     assert h["tstr_pseudo_label_accuracy_baseline"] == base["tstr_pseudo_label_accuracy"]
@@ -126,3 +126,19 @@ def test_every_ece_is_at_one_n(headline, digits_spec):
     for r in ev.rows:
         ns = {r[k] for k in ("tstr_ece_n", "tstr_pseudo_label_ece_n", "trtr_ece_n") if k in r}
         assert ns == {m_test}, r["row"]
+
+
+def test_gmm_baseline_row_sits_between_floor_and_noise_and_the_report_says_who_wins(headline):
+    """The classical GaussianMixture generator is a real generator: worse than the floor, far
+    better than noise on FD; the headline carries its rows and whether the model beats it."""
+    h, ev = headline
+    assert ev.rows[3]["row"] == "baseline (GMM)"
+    for metric in E.SANITY_METRICS:
+        assert f"{metric}_gmm" in h, metric
+    assert h["fd_real_vs_real"] < h["fd_gmm"] < h["fd_baseline"]
+    assert h["fd_ratio_to_gmm"] == pytest.approx(h["fd"] / h["fd_gmm"])
+    assert h["beats_gmm"] == (h["fd_ci_high"] < h["fd_gmm_ci_low"])
+    note = gmm_note(ev.rows)
+    assert ("does NOT beat it" in note) == (not h["beats_gmm"])
+    better = [dict(ev.rows[0], fd=1.0, fd_ci_low=0.5, fd_ci_high=1.5), *ev.rows[1:]]
+    assert "the model beats it" in gmm_note(better)
