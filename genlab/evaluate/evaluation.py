@@ -324,10 +324,17 @@ def utility_metrics(c: Candidate, ref_x_y, n_classes: int | None, mt: int, p: Ev
     return out
 
 
+SLICE_DRAWS = 5
+
+
 def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams,
                  names) -> tuple[list[dict], list[str]]:
-    """Per class: shares, and precision/recall/coverage and FD where both slices are big enough."""
-    rows, notes = [], []
+    """Per class: shares, and precision/recall/coverage and FD where both slices are big enough.
+
+    FD and the k-NN metrics depend on the sample size (FD is biased upward at small n), so
+    every judged class is measured at one size m, the smallest judged slice, as the mean over
+    `SLICE_DRAWS` seeded subsamples without replacement: classes then compare with each other."""
+    rows, notes, judged = [], [], {}
     for k in range(n_classes):
         rf, cf = ref.f[ref.labels == k], c.f[c.labels == k]
         row: dict[str, Any] = {"class": names[k], "n_real": len(rf), "n_generated": len(cf)}
@@ -339,15 +346,26 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams
                       f"fewer than min_slice={p.min_slice}")
             if len(cf) == 0:
                 reason = "no generated records in this class (mode dropped)"
-            row.update({"precision": None, "recall": None, "coverage": None, "fd": None,
-                        "note": reason})
+            row.update({"m": None, "precision": None, "recall": None, "coverage": None,
+                        "fd": None, "note": reason})
             notes.append(f"class {names[k]}: {reason}")
         else:
-            kk = min(p.nearest_k, min(len(rf), len(cf)) - 1)
-            row.update({key: v for key, v in M.prdc(rf, cf, kk).items() if key != "density"})
-            row["fd"] = M.frechet_distance(cf, rf)
-            row["note"] = ""
+            judged[k] = (rf, cf)
         rows.append(row)
+    if judged:
+        m = min(min(len(rf), len(cf)) for rf, cf in judged.values())
+        kk = min(p.nearest_k, m - 1)
+        for k, (rf, cf) in judged.items():
+            rng = np.random.default_rng([p.seed, 13, k])
+            draws = []
+            for _ in range(SLICE_DRAWS):
+                r_sub = rf[rng.choice(len(rf), m, replace=False)]
+                c_sub = cf[rng.choice(len(cf), m, replace=False)]
+                d = {key: v for key, v in M.prdc(r_sub, c_sub, kk).items() if key != "density"}
+                d["fd"] = M.frechet_distance(c_sub, r_sub)
+                draws.append(d)
+            rows[k].update({"m": m, **{key: float(np.mean([d[key] for d in draws]))
+                                       for key in draws[0]}, "note": ""})
     return rows, notes
 
 

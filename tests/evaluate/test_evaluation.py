@@ -98,6 +98,20 @@ def test_a_dropped_class_is_named(ctx):
     assert any("class 3" in n for n in notes) and rows[0]["precision"] is not None
 
 
+def test_class_slices_compare_at_one_size(ctx):
+    """Every judged class is measured at the smallest judged slice's size: a class given twice
+    as many records does not get a smaller (less biased) FD for it."""
+    ext = E.make_extractor(ctx, _p())
+    idx = ctx.spec.pool("holdout_b")
+    ref_x, y = ctx.ds.x[idx], ctx.ds.y[idx]
+    ref = E.Candidate("ref", ref_x, ext.features(ref_x), None, y, "true")
+    rows, _ = E.class_slices(ref, ref, 10, _p(), [str(k) for k in range(10)])
+    sizes = {r["m"] for r in rows if r["fd"] is not None}
+    assert sizes == {min(r["n_real"] for r in rows)}, sizes
+    again, _ = E.class_slices(ref, ref, 10, _p(), [str(k) for k in range(10)])
+    assert again == rows  # seeded subsamples
+
+
 def _calibrated(n, k, rng):
     """A perfectly calibrated top-label classifier: confidence c, right with probability c."""
     conf = rng.uniform(1 / k + 0.05, 1, n)
