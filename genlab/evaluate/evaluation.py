@@ -213,7 +213,8 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     def put(name, est: M.Estimate):
         out.update(est.as_dict(name))
 
-    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw))
+    unit, positive = dict(bounds=(0.0, 1.0)), dict(bounds=(0.0, None))
+    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw, **positive))
     out["fd_full_n"] = M.frechet_distance(c.f, ref.f)
     curve = M.fd_infinity(c.f, ref.f, draws=max(3, p.n_draws // 4), seed=p.seed,
                           level=p.ci_level, ci_draws=max(20, p.n_draws))
@@ -221,7 +222,8 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
                 "fd_infinity_ci_high": curve["ci_high"]})
     put("kid", M.subsample_ci(M.mmd2_poly, [c.f, ref.f], [m, m], **kw))
     if c.proba is not None:
-        put("inception_score", M.subsample_ci(M.inception_score, [c.proba], [m], **kw))
+        put("inception_score", M.subsample_ci(M.inception_score, [c.proba], [m], **kw,
+                                              bounds=(1.0, None)))
     else:
         out["inception_score"] = None
         out["inception_score_na_reason"] = "no classifier head (feature_extractor='pixels')"
@@ -233,12 +235,15 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     else:
         for name in ("precision", "recall", "density", "coverage"):
             put(name, M.subsample_ci(lambda r, f, name=name: M.prdc(r, f, k)[name],
-                                     [ref.f, c.f], [m, m], **kw))
-    put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw))
+                                     [ref.f, c.f], [m, m], **kw,
+                                     **(positive if name == "density" else unit)))
+    put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw,
+                                       **unit))
     put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p.seed),
-                                   [ref.f, c.f], [m, m], **kw))
+                                   [ref.f, c.f], [m, m], **kw, **unit))
     if c.proba is not None and c.label_source in INTENDED_LABELS:
-        put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw))
+        put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw,
+                                                   **unit))
     else:
         out["conditional_accuracy"] = None
         out["conditional_accuracy_na_reason"] = (
@@ -262,8 +267,11 @@ def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: Evaluat
     mt and seed, hence the same test subsets: ECE is biased upward at small n, so two ECEs are only
     comparable at one n."""
     kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
-    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_accuracy")
-    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_ece"))
+    unit = (0.0, 1.0)
+    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw,
+                         bounds=unit).as_dict(f"{prefix}_accuracy")
+    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw,
+                              bounds=unit).as_dict(f"{prefix}_ece"))
     out[f"{prefix}_ece_n"] = mt
     return out
 

@@ -349,14 +349,20 @@ class Estimate:
         return {name: self.value, f"{name}_ci_low": self.ci_low, f"{name}_ci_high": self.ci_high}
 
 
+PERCENTILE_MIN_DRAWS = 100  # below this, a normal interval (see subsample_ci)
+
+
 def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[int | None], *,
-                 draws: int = 20, seed: int = 0, level: float = 0.95) -> Estimate:
+                 draws: int = 20, seed: int = 0, level: float = 0.95,
+                 bounds: tuple[float | None, float | None] = (None, None)) -> Estimate:
     """`metric(*subsets)` over `draws` seeded subsamples without replacement.
 
     `sets[i]` is an array or a tuple of arrays indexed together (features with their labels),
     passed on as consecutive arguments;
     `sizes[i]` is its subsample size (None = use the whole set each time). The point estimate
-    is the mean over the draws and the CI their percentile range, both at the same sizes."""
+    is the mean over the draws. The interval is their percentile range from
+    `PERCENTILE_MIN_DRAWS` draws on, and mean ± z·sd (clipped to `bounds`) below: extreme
+    quantiles of a few draws are too unstable to publish."""
     if draws < 1:
         raise MetricInputError(f"draws: expected an int >= 1, got {draws!r}")
     if not 0 < level < 1:
@@ -383,6 +389,16 @@ def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[i
     if not np.isfinite(v).all():
         raise MetricInputError(f"metric returned non-finite values on {int((~np.isfinite(v)).sum())}"
                                f" of {draws} subsamples")
-    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    if draws >= PERCENTILE_MIN_DRAWS:
+        lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    else:
+        # the 2.5% / 97.5% quantiles of 20 draws rest on the two most extreme values and jump
+        # between seeds; mean ± z·sd uses every draw. Clipped to the metric's range (`bounds`).
+        from scipy.stats import norm
+
+        half = norm.ppf((1 + level) / 2) * (v.std(ddof=1) if draws > 1 else 0.0)
+        lo, hi = np.clip([v.mean() - half, v.mean() + half],
+                         -np.inf if bounds[0] is None else bounds[0],
+                         np.inf if bounds[1] is None else bounds[1])
     m_stated = min(m for m in ms if m is not None) if any(m is not None for m in ms) else 0
     return Estimate(float(v.mean()), float(lo), float(hi), int(m_stated), draws, v)
