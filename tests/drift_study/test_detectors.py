@@ -87,6 +87,27 @@ def test_chi2_and_wilson_and_flags():
     assert drift.calibration_flag(1, 20, 0.05) == "ok"
     assert drift.calibration_flag(6, 20, 0.05) == "mis-calibrated"
     assert drift.calibration_flag(0, 200, 0.05) == "conservative"
+    for n, level in ((50, 0.05), (50, 0.05 / 75), (20, 0.05)):
+        high = drift.binomial_band_high(n, 0.05, level)
+        assert drift.calibration_flag(high, n, 0.05, level) == "ok"
+        assert drift.calibration_flag(high + 1, n, 0.05, level) == "mis-calibrated"
+
+
+def test_family_wise_band_rarely_flags_calibrated_tests():
+    """75 calibrated no-shift cells of 50 trials (as the default study has): per-cell 5% bands
+    flag at least one cell in most studies; the family-wise band in about 5% or fewer."""
+    from genlab.drift_study.study import flag_calibration
+
+    rng = np.random.default_rng(0)
+    any_flag = {"cell": 0, "family": 0}
+    for _ in range(400):
+        rows = [{"shift": "none", "trials": 50, "detections": int(k)}
+                for k in rng.binomial(50, 0.05, 75)]
+        any_flag["cell"] += any(drift.calibration_flag(r["detections"], 50, 0.05)
+                                == "mis-calibrated" for r in rows)
+        flag_calibration(rows, 0.05)
+        any_flag["family"] += any(r["calibration"] == "mis-calibrated" for r in rows)
+    assert any_flag["cell"] / 400 > 0.5 and any_flag["family"] / 400 <= 0.07, any_flag
 
 
 @pytest.mark.parametrize("call, fragment", [

@@ -157,3 +157,15 @@ def test_default_run_floor_is_best_and_noise_is_worst(default_run):
     assert failed == KNOWN_SANITY_FAILURES, [r["detail"] for r in sanity_checks(h)
                                              if not r["passed"]]
     assert h["sanity_violations"] == len(KNOWN_SANITY_FAILURES)
+
+
+@pytest.mark.slow
+@pytest.mark.golden
+def test_default_run_drift_tests_stay_in_their_false_alarm_band(default_run):
+    """Under no shift every drift test's false-alarm rate stays within its (family-wise)
+    calibration band, and the monitor's ARL0 is measured on a pool it was not calibrated on."""
+    h = json.loads((default_run / "04_drift_study.json").read_text())
+    tables = json.loads((default_run / "04_drift_study.tables.json").read_text())
+    out = [r for r in tables["false_alarms"] if r["rate"] > r["band_high"]]
+    assert not out and h["n_miscalibrated"] == 0, out
+    assert {r["detector"] for r in tables["monitor_calibration_sizes"]} >= {"window_mmd"}
