@@ -56,7 +56,7 @@ def test_two_models_one_table_in_own_folder(runs):
     doc = json.loads((cmp.out_dir / "02_evaluate_compare.json").read_text())
     assert doc["gan.fd"] == cmp.headlines["gan"]["fd"] and doc["data_fingerprint"] == cmp.fingerprint
     tables = json.loads((cmp.out_dir / "02_evaluate_compare.tables.json").read_text())
-    assert len(tables["rows"]) == 4 and tables["runs"]["gan"] == runs["gan"]
+    assert len(tables["rows"]) == 5 and tables["runs"]["gan"] == runs["gan"]
     # the single-run default is untouched: its first row is still "model"
     assert params.defaults("evaluate")["run_dirs"] is None
 

@@ -26,7 +26,7 @@ def _headline(run, name):
 @pytest.mark.slow
 def test_conditional_ddpm_through_all_four_reports(tmp_path):
     cmd = [sys.executable, "-m", "genlab.ops.cli", "run", "--no-progress", "--reports-dir", str(tmp_path),
-           "--name", "cddpm", *TINY]
+           "--name", "cddpm", "--only", "train,evaluate,privacy_audit,drift_study", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "cddpm"
