@@ -115,6 +115,9 @@ TRAIN = _COMMON + [
     Param("n_train", None, int, "cap on training records (members); None = all that remain",
           low=1, optional=True),
     Param("early_stopping_patience", 0, int, "epochs without val improvement; 0 = off", low=0),
+    Param("checkpoint_every_n_epochs", 10, int, "write artifacts/checkpoints/last.ckpt every k "
+          "epochs and after the last one (an interrupted run resumes from it, repeating < k "
+          "epochs)", low=1, high=100_000),
     Param("resume_from", None, str, "checkpoint to resume an interrupted training from",
           optional=True),
     Param("init_from", None, str, "checkpoint whose weights start a fine-tuning", optional=True),
