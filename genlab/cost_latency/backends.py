@@ -140,7 +140,7 @@ def load_network(folder: Path, backend: str, skeleton: nn.Module) -> Callable[..
     if backend == "int8":
         module = quantize_int8(skeleton)
         module.load_state_dict(state)
-        return _no_grad(module)
+        return no_grad_callable(module)
     if backend == "bf16":
         skeleton.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         module = skeleton.eval()
@@ -150,10 +150,10 @@ def load_network(folder: Path, backend: str, skeleton: nn.Module) -> Callable[..
                 return module(*args).float()
         return run
     skeleton.load_state_dict(state)
-    return _no_grad(skeleton.eval())
+    return no_grad_callable(skeleton.eval())
 
 
-def _no_grad(module: nn.Module) -> Callable[..., torch.Tensor]:
+def no_grad_callable(module: nn.Module) -> Callable[..., torch.Tensor]:
     def run(*args):
         with torch.no_grad():
             return module(*args)

@@ -233,6 +233,14 @@ class VariantSampler:
         return ((x + 1) / 2).clamp(0, 1) if clamp else x
 
 
+def reference_variant(model) -> VariantSampler:
+    """The ``fp32`` variant of an in-memory model, without writing anything: the same sampler
+    ``load_variant(run, "fp32")`` returns after ``build_variants`` (a server can serve a run
+    that has no variants yet through it)."""
+    cfg = {**base_config(model.eval()), "backend": "fp32", "variant": "fp32"}
+    return VariantSampler(cfg, B.no_grad_callable(teacher_network(model)), None)
+
+
 def load_variant(run_dir, name: str) -> VariantSampler:
     """Variant ``name`` of the run ``run_dir`` (a run folder path or :class:`RunFolder`)."""
     folder = variants_dir(run_dir) / str(name)
@@ -252,14 +260,14 @@ def load_variant(run_dir, name: str) -> VariantSampler:
 
 
 # ------------------------------------------------------------------------------ building
-def build_variants(run_dir, model, x_train: torch.Tensor, y_train: torch.Tensor | None = None, *,
+def build_variants(run_dir, model, x_train: torch.Tensor | None = None, y_train: torch.Tensor | None = None, *,
                    names=None, seed: int = 0, distill_iters: int = 150, start_steps: int = 16,
                    decoder_iters: int = 600, student_width_ratio: float = 0.25) -> dict[str, str]:
     """Write every variant of ``model`` that applies (or those in ``names``) under
     ``<run>/artifacts/variants/``; return ``{name: "built" | reason it was not}``.
 
     ``x_train`` (``y_train``): the records distillation trains on (the run's members, in data
-    space; labels needed by a conditional DDPM). ``distill_iters``: iterations per halving stage
+    space; labels needed by a conditional DDPM); only the DDPM students need them. ``distill_iters``: iterations per halving stage
     of progressive distillation, from DDIM at ``start_steps`` down to 4 steps; ``decoder_iters``:
     iterations of a VAE/GAN student decoder at ``student_width_ratio`` × the width."""
     from genlab.cost_latency import distill as Dst
@@ -307,6 +315,10 @@ def build_variants(run_dir, model, x_train: torch.Tensor, y_train: torch.Tensor 
             for s in wanted_students:
                 status[f"student-{s}"] = (f"start_steps={start_steps} must be in [2 x {max(wanted_students)}, "
                                           f"timesteps={model.timesteps}]")
+        elif x_train is None or (base["num_classes"] and y_train is None):
+            for s in wanted_students:
+                status[f"student-{s}"] = ("distillation needs training records" +
+                                          (" and their labels" if base["num_classes"] else "") + " (x_train, y_train)")
         else:
             x0 = model.to_model_space(torch.as_tensor(x_train, dtype=torch.float32))
             y = torch.as_tensor(y_train).long() if base["num_classes"] else None

@@ -9,7 +9,7 @@ import torch
 
 from genlab.cost_latency import distill as Dst
 from genlab.cost_latency.variants import (VariantError, VariantSampler, available_variants, build_variants,
-                                          load_variant, teacher_network)
+                                          load_variant, reference_variant, teacher_network)
 from genlab.models import load_model
 from genlab.ops.runs import RunFolder
 
@@ -73,9 +73,12 @@ def test_every_variant_builds_loads_and_samples(built, name):
 @pytest.mark.parametrize("name", ALL_KINDS)
 def test_fp32_variant_is_the_model_sampler_bit_for_bit(built, name):
     run, model, _ = built[name]
-    v = load_variant(run, "fp32")
+    v, in_memory = load_variant(run, "fp32"), reference_variant(model)
     for labels in ([None, torch.tensor([2, 0, 9])] if model.n_classes else [None]):
-        assert torch.equal(v.sample(3, labels=labels, seed=11), model.sample(3, seed=11, labels=labels))
+        expected = model.sample(3, seed=11, labels=labels)
+        assert torch.equal(v.sample(3, labels=labels, seed=11), expected)
+        assert torch.equal(in_memory.sample(3, labels=labels, seed=11), expected)
+    assert (in_memory.variant, in_memory.kind, in_memory.num_classes) == ("fp32", v.kind, v.num_classes)
 
 
 @pytest.mark.parametrize("name", ["vae", "cgan", "cddpm"])
@@ -191,6 +194,8 @@ def test_bad_requests_are_refused_with_the_reason(built, digits):
     with pytest.raises(ValueError, match="distilled for exactly 4 steps"):
         load_variant(crun, "student-4").sample(2, steps=8)
     assert load_variant(crun, "fp32").sample(2, steps=5).shape == (2, 1, 8, 8)  # fp32: any step count
+    status = build_variants(crun, built["cddpm"][1], names=["fp32", "student-4"])  # no training records
+    assert status["student-4"] == "distillation needs training records and their labels (x_train, y_train)"
     with pytest.raises(VariantError, match=r"unknown variant\(s\) \['fp16'\]"):
         build_variants(vae_run, built["vae"][1], torch.zeros(4, 1, 8, 8), names=["fp16"])
 
