@@ -9,7 +9,6 @@ from genlab import params as P
 from genlab.cost_latency import measure as M
 from genlab.cost_latency.variants import build_variants, load_variant
 from genlab.evaluate import evaluation as E
-from genlab.models import load_model
 from genlab.ops.runs import RunFolder
 
 
