@@ -260,6 +260,36 @@ DRIFT_STUDY = _COMMON + [
 ]
 NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
 
+COST_LATENCY = _COMMON + [
+    Param("full", False, bool, "full setting: distillation from DDIM-64 with 1500 iterations per "
+          "stage, 3000 decoder-student iterations, throughput at every power of 2 up to 256, "
+          "100 latency rounds"),
+    Param("variants", None, (str, list), "variants to build and compare (a list, or 'a,b'); "
+          "None = every one that applies to the model (see genlab.cost_latency.variants)",
+          optional=True),
+    Param("distill_iters", 150, int, "DDPM: progressive-distillation iterations per halving "
+          "stage (full: at least 1500)", low=1, high=1_000_000),
+    Param("start_steps", 16, int, "DDPM: DDIM steps of the first teacher; each stage halves "
+          "them down to 4 (full: 64)", low=8, high=100_000),
+    Param("decoder_iters", 600, int, "VAE/GAN: iterations of the student decoder (full: at "
+          "least 3000)", low=1, high=1_000_000),
+    Param("student_width_ratio", 0.25, float, "VAE/GAN: student width as a share of the "
+          "teacher's", low=0.01, high=1.0),
+    Param("feature_extractor", "classifier", str, "feature space of the quality rows, as in "
+          "02_evaluate", choices=("classifier", "pixels", "inception")),
+    Param("subsample_frac", 0.5, float, "CI subsample size m as a share of n (as in 02_evaluate)",
+          low=0.05, high=1.0),
+    Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),
+    Param("ci_level", 0.95, float, "confidence level of the intervals", low=0.5, high=0.999),
+    Param("latency_reps", 30, int, "latency rounds at batch 1 (full: at least 100)", low=3,
+          high=100_000),
+    Param("latency_budget_s", 6.0, float, "seconds after which latency rounds stop (at least 3 "
+          "rounds) per thread setting", low=0.1, high=3600.0),
+    Param("timings", True, bool, "measure wall-clock latency, throughput and memory (False: "
+          "cost proxy and quality only)"),
+]
+NOTEBOOK_PARAMS["cost_latency"] = COST_LATENCY
+
 # Names a kernel defines by itself; everything else at top level after the parameters cell is
 # a parameter (or a typo of one).
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -368,9 +398,11 @@ TrainParams = _params_class("train", "TrainParams")
 EvaluateParams = _params_class("evaluate", "EvaluateParams")
 PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
 DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
+CostLatencyParams = _params_class("cost_latency", "CostLatencyParams")
 PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
                                    "privacy_audit": PrivacyAuditParams,
-                                   "drift_study": DriftStudyParams}
+                                   "drift_study": DriftStudyParams,
+                                   "cost_latency": CostLatencyParams}
 
 
 def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:
