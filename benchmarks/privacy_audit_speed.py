@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab import data, models, params
+from genlab import data, models, params, reproducibility
 from genlab.privacy_audit import audit as privacy_audit
 from genlab.privacy_audit.lira import recipe_from_run
 from genlab.train import training
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--lira-shadows", type=int, default=None)
     parser.add_argument("--timings", help="a pipeline run's timings.json (03_privacy_audit entry)")
     args = parser.parse_args()
+    reproducibility.configure()  # the notebook's threads and kernels (open_run does the same)
     training.quiet_lightning()
     run = RunFolder(args.run_dir, create=False)
     model = models.load_model(run.require(run.model_ckpt, "train"))
