@@ -151,10 +151,8 @@ def _lira_na(p: PrivacyAuditParams, model, recipe) -> str | None:
         return recipe
     if recipe is None:
         return "no training recipe given: shadows cannot replicate the audited training"
-    try:
-        model_loss(model, torch.zeros(1, *model.data_shape), mc_samples=1)
-    except (TypeError, AttributeError):
-        return f"{type(model).__name__} has no per-record loss for LiRA"
+    if not any(hasattr(model, a) for a in ("neg_elbo", "discriminate", "denoising_loss")):
+        return f"{type(model).__name__} has no per-record loss for LiRA (see attacks.model_loss)"
     return None
 
 
