@@ -27,7 +27,7 @@ from genlab.privacy_audit.attack_table import attack_rows, best_attack
 from genlab.privacy_audit.attacks import fit_attacks
 from genlab.privacy_audit.memorisation import data_copying_ct, dcr
 
-__all__ = ["MEMO_KEYS", "MIN_BASELINE", "reference_rows"]
+__all__ = ["MEMO_KEYS", "MIN_BASELINE", "memo_numbers", "reference_rows"]
 
 MEMO_KEYS = ("dcr_share_closer_to_members", "nndr_median", "near_duplicate_share", "authenticity",
              "data_copying_ct")
