@@ -67,6 +67,8 @@ def attack_numbers(rows: list[dict], halves, n: int, n_generated: int) -> dict[s
         if b is None:
             num[f"mia_auc_{side}_na_reason"] = f"no {side.replace('_', '-')} attack applies"
         else:
+            num[f"mia_auc_{side}_ci_low"] = b["auc_ci_low"]
+            num[f"mia_auc_{side}_ci_high"] = b["auc_ci_high"]
             num[f"mia_best_{side}_attack"] = b["attack"]
     for r in rows:
         num[f"mia_auc_{r['attack']}"] = r["auc"]

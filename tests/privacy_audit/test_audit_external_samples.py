@@ -58,6 +58,7 @@ def test_a_copier_is_flagged_high_by_the_black_box_attacks(copier_numbers):
     n = copier_numbers
     assert n["privacy_verdict"] == "high"
     assert n["mia_auc_black_box"] == pytest.approx(1.0) and n["mia_auc_max"] == pytest.approx(1.0)
+    assert n["mia_auc_black_box_ci_low"] <= 1.0 <= n["mia_auc_black_box_ci_high"]
     assert n["n_generated"] == len(SPEC.pool("members"))
     for k in WHITE_BOX_NULL:
         assert n[k] is None and "external samples" in n[f"{k}_na_reason"], k
