@@ -172,10 +172,12 @@ PRIVACY_AUDIT = _COMMON + [
     Param("domias_dims", 5, int, "DOMIAS: PCA dimensions of the density estimates", low=1, high=64),
     Param("ball_quantile", 0.1, float, "MC ε-ball attack: radius = this quantile of the reference "
           "records' distances to their nearest sample", low=1e-4, high=0.9999),
-    Param("lira_shadows", 0, int, "LiRA (offline): shadow models trained on halves of holdout_b "
-          "(0 = off; costs one training each)", low=0, high=256),
-    Param("lira_epochs", None, int, "LiRA shadow epochs; None = the audited model's max_epochs",
-          low=1, optional=True),
+    Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
+          "generator, audited black-box instead of the run's model (white-box parts: null)",
+          optional=True),
+    Param("lira_shadows", 4, int, "online LiRA: shadow models replicating the audited training "
+          "(its data size, batch size, epochs, DP), each costing one training; 0 = off, else >= 4",
+          low=0, high=256),
     Param("confidence", 0.95, float, "confidence of intervals and ε lower bounds", low=0.5,
           high=0.9999),
     Param("audit_delta", 1e-5, float, "δ of the ε lower bounds (use the training's target_delta "

@@ -315,9 +315,15 @@ def authenticity(members, samples, *, budget_bytes: int = 32 << 20) -> float:
     """Share of samples whose nearest member m is at least as far as m's own nearest member.
 
     A sample closer to a training record than any other training record is (a near-copy)
-    counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9."""
+    counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9.
+    Members are compared as *distinct* records: a member present twice would otherwise have its
+    twin at distance 0 as nearest member, and an exact copy of it (distance 0 >= 0) would count
+    as authentic."""
     m, s = check_features(members, "members"), check_features(samples, "samples", min_n=1)
     same_dim(m, s, "members", "samples")
+    m = np.unique(m, axis=0)
+    if len(m) < 2:
+        raise MetricInputError(f"members: expected at least 2 distinct records, got {len(m)}")
     mm, ss = np.einsum("ij,ij->i", m, m), np.einsum("ij,ij->i", s, s)
     nn_member = np.empty(len(m))
     step = _chunk_rows(len(m), budget_bytes)
