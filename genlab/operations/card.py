@@ -21,8 +21,9 @@ CARD_HTML = "model_card.html"
 
 
 def _docs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(run_dir.glob("[0-9]*.json"))
-            if not p.name.endswith(".tables.json")}
+    from genlab.operations.tracking import headline_docs
+
+    return headline_docs(run_dir)
 
 
 def _v(doc: Mapping[str, Any], key: str) -> str:

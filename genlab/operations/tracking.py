@@ -105,10 +105,17 @@ def _experiment_id(mc) -> str:
 
 
 # ------------------------------------------------------------------------ what a run holds
+_HEADLINE_NAME = re.compile(r"^\d\d_\w+\.json$")  # not .tables.json, .timings.json
+
+
+def headline_paths(run_dir: Path) -> list[Path]:
+    """The run folder's `<notebook>.json` files (numbered; not tables or timings)."""
+    return [p for p in sorted(Path(run_dir).glob("[0-9]*.json")) if _HEADLINE_NAME.match(p.name)]
+
+
 def headline_docs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """`<notebook>.json` of a run folder by notebook stem (the numbered ones only)."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("[0-9]*.json"))
-            if not p.name.endswith(".tables.json")}
+    """`<notebook>.json` of a run folder by notebook stem."""
+    return {p.stem: json.loads(p.read_text()) for p in headline_paths(run_dir)}
 
 
 def run_record(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -202,7 +209,7 @@ def log_sweep(folder: Path, run_dirs: list[Path], *, mc=None) -> str:
 def content_digest(run_dir: Path) -> str:
     """sha256 of the model checkpoint and the headline JSON: what a registered version is."""
     h = hashlib.sha256()
-    for path in [Path(run_dir) / "artifacts" / "model.ckpt", *sorted(Path(run_dir).glob("[0-9]*.json"))]:
+    for path in [Path(run_dir) / "artifacts" / "model.ckpt", *headline_paths(run_dir)]:
         if path.is_file():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()

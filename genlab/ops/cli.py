@@ -75,7 +75,7 @@ def _golden(args) -> int:
             print(f"golden: {found[short]}")
             refresh_golden(found[short])
     if not args.notebooks_only:
-        golden.write_golden([NOTEBOOKS[s] for s in found], seeds=list(range(args.seeds)),
+        golden.write_golden([NOTEBOOKS[s] for s in golden.RECORDED], seeds=list(range(args.seeds)),
                             jobs=args.jobs)
     return 0
 

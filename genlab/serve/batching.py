@@ -48,7 +48,12 @@ class Batcher:
         self.max_batch, self.timeout_s = int(max_batch), float(timeout_s)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._waiting: deque[_Item] = deque()  # taken from the queue, left for a later batch
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="genlab-model")
+        # torch's thread count is per OS thread under OpenMP: the model thread takes the
+        # serving thread's (GENLAB_THREADS); left at the default it ran as many threads as cores
+        # and, on a loaded machine, batched calls took 100× longer (measured)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="genlab-model",
+                                        initializer=torch.set_num_threads,
+                                        initargs=(torch.get_num_threads(),))
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:

@@ -83,6 +83,12 @@ def running(run_dir, *, candidate=None, share: float = 0.0, **config):
 
 
 @pytest.fixture
+def port() -> int:
+    """A free loopback port."""
+    return free_port()
+
+
+@pytest.fixture
 def serve_at():
     return running
 

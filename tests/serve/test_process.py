@@ -17,13 +17,10 @@ import pytest
 from genlab.ops.cli import main
 from genlab.serve.loadtest import arrival_times, parse_rates, run_rate, LoadTestError
 
-from .conftest import free_port
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sigterm_stops_cleanly_and_frees_the_port(serve_runs, tmp_path):
-    port = free_port()
+def test_sigterm_stops_cleanly_and_frees_the_port(serve_runs, tmp_path, port):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "genlab", "serve", str(serve_runs[("vae", False)]),
                              "--port", str(port), "--request-log", str(tmp_path / "log.jsonl")],
