@@ -262,7 +262,7 @@ NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
 SECURITY = _COMMON + [
     Param("full", False, bool, "full setting: poison rates 0.005/0.02/0.1, the run's own epochs, "
           "5 loop generations, 50 drift batches per budget"),
-    Param("poison_rates", None, (list, str), "poison rates (shares of the members, each in (0, 0.5]); "
+    Param("poison_rates", None, (list, str, float), "poison rates (shares of the members, each in (0, 0.5]); "
           "None = [0.02, 0.1] (full: [0.005, 0.02, 0.1])", optional=True),
     Param("epochs", None, int, "epochs of every model the study trains (clean, poisoned, "
           "screened, loop generations); None = 30 (full: the run's max_epochs)", low=1,

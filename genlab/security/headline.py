@@ -161,8 +161,6 @@ def numbers(rep) -> tuple[dict[str, Any], dict[str, Any]]:
         _copy(out, "screen_false_flag_rate_max", _counts(a["false_flags"], a["clean"]), "r")
         out["screen_false_flag_rate_max_kind"] = kind
     # ---- adversarial
-    i = [r["eps"] for r in rep.robust.get("real (TRTR)", [])].index(p.adversarial_eps) \
-        if rep.robust else None
     if rep.vae_rows:
         at = next(r for r in rep.vae_rows if r["eps"] == p.adversarial_eps)
         _copy(out, "adversarial_success_at_eps", at, "success")
@@ -173,12 +171,12 @@ def numbers(rep) -> tuple[dict[str, Any], dict[str, Any]]:
                   "adversarial_success_clean"):
             out[k], out[f"{k}_na_reason"] = None, rep.vae_reason
     for tag, name in (("real", "real (TRTR)"), ("synthetic", "synthetic (TSTR)")):
-        rs = rep.robust.get(name)
-        _copy(out, f"accuracy_{tag}_clean", rs[0] if rs else None, "accuracy", rep.robust_reason)
-        _copy(out, f"robust_accuracy_{tag}_at_eps", rs[i] if rs else None, "accuracy", rep.robust_reason)
-        _copy(out, f"noise_accuracy_{tag}_at_eps", rs[i] if rs else None, "noise_accuracy",
-              rep.robust_reason)
-    if rep.robust:
+        rs, why = rep.robust.get(name), rep.robust_reasons.get(name, "")
+        at = next((r for r in rs if r["eps"] == p.adversarial_eps), None) if rs else None
+        _copy(out, f"accuracy_{tag}_clean", rs[0] if rs else None, "accuracy", why)
+        _copy(out, f"robust_accuracy_{tag}_at_eps", at, "accuracy", why)
+        _copy(out, f"noise_accuracy_{tag}_at_eps", at, "noise_accuracy", why)
+    if getattr(rep, "synthetic_labels", None):
         out["synthetic_labels"] = rep.synthetic_labels
     # ---- drift evasion
     best = largest_undetected(rep.evasion, p.evasion_max_detection) if rep.evasion else None

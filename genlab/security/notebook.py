@@ -21,6 +21,7 @@ from genlab import plots
 from genlab.drift_study.study import pca_representation
 from genlab.evaluate import classifier_metrics as U
 from genlab.evaluate.evaluation import noise_baseline
+from genlab.numerics import MetricInputError
 from genlab.models import is_conditional
 from genlab.ops.open_run import open_run
 from genlab.ops.reports import Table, provenance_table, write_headline
@@ -40,10 +41,11 @@ DEFAULT_EPOCHS, FULL_GENERATIONS, FULL_DRIFT_TRIALS = 30, 5, 50
 
 
 def parse_rates(value: Any, full: bool) -> list[float]:
-    """`poison_rates` as a sorted list of shares in (0, 0.5]; a list or 'a,b' text."""
+    """`poison_rates` as a sorted list of shares in (0, 0.5]: a list, 'a,b' text or one number."""
     if value is None:
         return list(FULL_RATES if full else DEFAULT_RATES)
-    items = value.split(",") if isinstance(value, str) else list(value)
+    items = (value.split(",") if isinstance(value, str)
+             else [value] if isinstance(value, (int, float)) else list(value))
     try:
         rates = sorted({float(v) for v in items})
     except (TypeError, ValueError):
@@ -146,9 +148,10 @@ class SecurityReport:
         t0 = time.perf_counter()
         p, ds, spec = self.p, self.ds, self.spec
         self.vae_rows, self.vae_reason = [], None
-        self.robust, self.robust_reason = {}, None
+        self.robust, self.robust_reasons = {}, {}
         if ds.y is None:
-            self.vae_reason = self.robust_reason = "no labels: nothing judges the class"
+            self.vae_reason = "no labels: nothing judges the class"
+            self.robust_reasons = {k: self.vae_reason for k in ("real (TRTR)", "synthetic (TSTR)")}
             self._timed("adversarial_s", t0)
             return Table([], title=self.vae_reason)
         rng = np.random.default_rng([p.seed, 0xAD7])
@@ -172,14 +175,21 @@ class SecurityReport:
         gx, req = draw(self.model, n, p.seed)
         self.synthetic_labels = "requested classes" if req is not None else "extractor pseudo-labels"
         gy = req if req is not None else self.ext.predict_proba(gx).argmax(1)
-        self.classifiers = {"real (TRTR)": U.fit_classifier(ds.x[real], ds.y[real], ds.n_classes),
-                            "synthetic (TSTR)": U.fit_classifier(gx, gy, ds.n_classes)}
-        for name, clf in self.classifiers.items():
+        self.classifiers = {}
+        for name, (cx, cy) in (("real (TRTR)", (ds.x[real], ds.y[real])),
+                               ("synthetic (TSTR)", (gx, gy))):
+            try:
+                self.classifiers[name] = clf = U.fit_classifier(cx, cy, ds.n_classes)
+            except MetricInputError as exc:  # samples of a single class: nothing to train on
+                self.robust_reasons[name] = f"{name} classifier not trained: {exc}"[:190]
+                continue
             self.robust[name] = ADV.robust_accuracy(clf.estimator, test_x, test_y, EPS_GRID,
                                                     steps=p.pgd_steps, seed=p.seed)
         self._timed("adversarial_s", t0)
         rows = [{"eps": r["eps"], "vae_success": r["success"], "vae_noise_success": r["noise_success"]}
                 for r in self.vae_rows] or [{"eps": e} for e in EPS_GRID]
+        for name, reason in self.robust_reasons.items():
+            print(reason)
         for name, rs in self.robust.items():
             for row, r in zip(rows, rs):
                 row[f"accuracy {name}"] = r["accuracy"]

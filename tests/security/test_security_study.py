@@ -6,6 +6,7 @@ has an interval or a reason."""
 import numpy as np
 import pytest
 
+from genlab.drift_study.detectors import wilson_ci
 from genlab.models import build_model
 from genlab.security import feedback as FB
 from genlab.security import models as SM
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _settings(conditional: bool) -> SM.RunSettings:
-    model = build_model("vae", [1, 8, 8], latent_dim=8, width=128, depth=1,
+    model = build_model("vae", [1, 8, 8], latent_dim=16, width=256, depth=2,
                         n_classes=10 if conditional else 0)
     hp = dict(model.hparams)
     hp.pop("model_kind")
@@ -27,17 +28,18 @@ def _setup(digits, digits_spec, tiny_run, tmp_path, conditional, epochs):
     ext = SM.extractor(tiny_run, digits, digits_spec, 0)
     return StudySetup(_settings(conditional), digits.x[mem], digits.y[mem],
                       digits.x[digits_spec.pool("holdout_b")], digits.x[digits_spec.pool("holdout_a")],
-                      ext, 10, True, epochs, 200, 100, 5, 0, 0, 5, tmp_path)
+                      ext, 10, True, epochs, 400, 200, 5, 0, 0, 5, tmp_path)
 
 
 def test_strong_backdoor_is_learnt_and_screened(digits, digits_spec, tiny_run, tmp_path, one_thread):
-    s = _setup(digits, digits_spec, tiny_run, tmp_path, True, 20)
-    res = poisoning_study(s, ["backdoor"], [0.25])
+    s = _setup(digits, digits_spec, tiny_run, tmp_path, True, 30)
+    res = poisoning_study(s, ["backdoor"], [0.1])
     clean, poisoned = res["rows"]
     assert clean["trigger_rate"] == 0.0
-    assert poisoned["trigger_rate_target"] > 0.3 > poisoned["trigger_rate_target_ci_low"] - 0.3
+    # reproduced: samples requested in the target class carry the trigger, clean ones never
+    assert poisoned["trigger_rate_target_ci_low"] > max(0.1, clean["trigger_rate_target_ci_high"])
     assert poisoned["trigger_rate_ci_low"] > clean["trigger_rate_ci_high"]
-    assert poisoned["pool_fingerprint"] == s.poison("backdoor", 0.25).fingerprint()[:16]
+    assert poisoned["pool_fingerprint"] == s.poison("backdoor", 0.1).fingerprint()[:16]
     screened = screening_study(s, res["pools"], res["rows"])
     best = max((r for r in screened["screens"] if r.get("recall") is not None),
                key=lambda r: r["recall"])
@@ -50,15 +52,15 @@ def test_strong_backdoor_is_learnt_and_screened(digits, digits_spec, tiny_run, t
 
 def test_replace_loop_loses_recall_accumulate_less(digits, digits_spec, tiny_run, tmp_path, one_thread):
     settings = _settings(False)
-    mem = digits_spec.pool("members")[:400]
-    x = digits.x[mem]
+    x = digits.x[digits_spec.pool("members")]
     ext = SM.extractor(tiny_run, digits, digits_spec, 0)
     ref = digits.x[digits_spec.pool("holdout_b")]
     gen0 = SM.train_like_run(settings, x, None, epochs=20, seed=0, out_dir=tmp_path / "g0")
-    rows = FB.run_loops(settings, x, None, gen0, generations=3, epochs=20, seed=0, out_dir=tmp_path,
+    rows = FB.run_loops(settings, x, None, gen0, generations=2, epochs=20, seed=0, out_dir=tmp_path,
                         score=lambda s: SM.fidelity(ext, s, ref, m=150, draws=5, seed=0))
-    last = {r["mode"]: r for r in rows if r["generation"] == 3}
+    last = {r["mode"]: r for r in rows if r["generation"] == 2}
     first = rows[0]
-    assert last["replace"]["recall"] < 0.7 * first["recall"]
-    assert last["accumulate"]["recall"] > last["replace"]["recall"]
-    assert last["accumulate"]["n_train"] == 4 * len(x) and last["replace"]["n_train"] == len(x)
+    assert first["recall"] > 0.15  # generation 0 has something to lose
+    assert last["replace"]["recall"] < 0.5 * first["recall"]
+    assert last["accumulate"]["recall"] > max(0.6 * first["recall"], last["replace"]["recall"] + 0.1)
+    assert last["accumulate"]["n_train"] == 3 * len(x) and last["replace"]["n_train"] == len(x)
