@@ -152,7 +152,7 @@ def numbers(rep) -> tuple[dict[str, Any], dict[str, Any]]:
             continue
         a = anys[kind]
         _copy(out, recall, _counts(a["true_positives"], a["poisoned"]), "r")
-        metric = DAMAGE[kind][0]
+        metric = DAMAGE[kind]
         rate = retrained[kind]["rate"]
         prow = next(r for r in rows if r["kind"] == kind and r["rate"] == rate)
         _undone(out, undone, clean, prow, rep.screened["measured"][kind], metric)
@@ -205,7 +205,7 @@ def numbers(rep) -> tuple[dict[str, Any], dict[str, Any]]:
         _copy(out, f"{tag}_class_spread_gen_k", last, "class_spread",
               "no labels: no classifier assigns classes")
     _copy(out, "class_spread_gen_0", loops[0], "class_spread", "no labels: no classifier assigns classes")
-    tables = {"trigger_detector": rep.detector_rows, "poisoning": _plain_rows(rows),
+    tables = {"trigger_detector": rep.detector_rows, "poisoning": rows,
               "screens": rep.screened["screens"], "screened_retrain": rep.screened["retrained"],
               "vae_latent_attack": rep.vae_rows, "robust_accuracy": rep.robust,
               "drift_evasion": rep.evasion, "feedback_loops": loops}
@@ -221,7 +221,3 @@ def _accuracy_ci(row: dict, batch: int, trials: int) -> dict:
     n = batch * trials
     _, lo, hi = wilson(int(round(row["accuracy"] * n)), n)
     return {"drift_evasion_accuracy_at_max_ci_low": lo, "drift_evasion_accuracy_at_max_ci_high": hi}
-
-
-def _plain_rows(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items()} for r in rows]

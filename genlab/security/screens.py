@@ -33,7 +33,9 @@ DUPLICATE_QUANTILE = 0.01
 
 def label_issues(x: np.ndarray, y: np.ndarray, *, seed: int, folds: int = 5) -> np.ndarray:
     """Bool per record: cleanlab's confident-learning label issues (out-of-fold probabilities)."""
-    from cleanlab.filter import find_label_issues
+    with warnings.catch_warnings():  # tqdm (imported by cleanlab) warns about notebook widgets
+        warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+        from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline

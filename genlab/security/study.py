@@ -29,9 +29,9 @@ from genlab.security import screens as SC
 from genlab.security.adversarial import rate_row
 from genlab.security.models import RunSettings, draw, fidelity, train_like_run
 
-# the measurement that shows each poison's damage: (key, higher is worse)
-DAMAGE = {"backdoor": ("trigger_rate", True), "label_flip": ("conditional_accuracy", False),
-          "outlier": ("fd", True), "near_duplicate": ("dup_share_closer", True)}
+# the measurement that shows each poison's damage
+DAMAGE = {"backdoor": "trigger_rate", "label_flip": "conditional_accuracy", "outlier": "fd",
+          "near_duplicate": "dup_share_closer"}
 
 
 @dataclass
@@ -148,7 +148,7 @@ def screening_study(s: StudySetup, pools: dict, rows: list[dict]) -> dict[str, A
         # the duplicated members keep their indices (the clean members come first in a pool)
         dup = pool.duplicated
         measured = measured_by_kind[kind] = s.measure(model, dup)
-        key, _ = DAMAGE[kind]
+        key = DAMAGE[kind]
         poisoned_row = next(r for r in rows if r["kind"] == kind and r["rate"] == rate)
         gap = poisoned_row[key] - clean_row[key]
         undone = (poisoned_row[key] - measured[key]) / gap if abs(gap) > 1e-12 else None

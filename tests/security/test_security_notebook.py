@@ -12,7 +12,7 @@ from genlab.security.headline import SETTINGS
 
 pytestmark = pytest.mark.slow
 
-TINY = ["-p", "max_epochs=3", "-p", "width=32", "-p", "screen=true",           # 01_train
+TINY = ["-p", "max_epochs=3", "-p", "width=16", "-p", "screen=true",           # 01_train
         "-p", "epochs=2", "-p", "generations=1", "-p", "poison_rates=0.1", "-p", "n_samples=60",
         "-p", "n_draws=2", "-p", "n_adversarial=20", "-p", "pgd_steps=3", "-p", "drift_trials=2",
         "-p", "drift_batch=30", "-p", "n_permutations=19"]                         # 07_security
@@ -30,8 +30,10 @@ def assert_interval_or_reason(doc: dict) -> None:
             assert doc[f"{key}_ci_low"] - 1e-9 <= value <= doc[f"{key}_ci_high"] + 1e-9, key
 
 
-@pytest.mark.parametrize("model", [["-p", "model=vae", "-p", "conditional=true"],
-                                   ["-p", "model=gan"]], ids=["cvae", "gan"])
+@pytest.mark.parametrize("model", [
+    ["-p", "model=vae", "-p", "conditional=true"], ["-p", "model=gan"],
+    ["-p", "model=ddpm", "-p", "conditional=true", "-p", "timesteps=50", "-p", "sampling_steps=5"]],
+    ids=["cvae", "gan", "cddpm"])
 def test_security_notebook_in_the_pipeline(tmp_path, model):
     cmd = [sys.executable, "-m", "genlab.ops.cli", "run", "--no-progress", "--reports-dir",
            str(tmp_path), "--name", "sec", "--only", "train,security", *model, *TINY]
@@ -43,7 +45,8 @@ def test_security_notebook_in_the_pipeline(tmp_path, model):
     assert doc["epochs"] == 2 and doc["epochs_reduced"] is True
     conditional = "conditional=true" in model
     assert (doc["conditional_accuracy_label_flip_max_rate"] is None) != conditional
-    assert (doc["adversarial_success_at_eps"] is None) == (not conditional)  # GAN: no encoder
+    vae = "model=vae" in model
+    assert (doc["adversarial_success_at_eps"] is None) != vae  # GAN, DDPM: no encoder
     tables = json.loads((run / "07_security.tables.json").read_text())
     assert {r["kind"] for r in tables["poisoning"]} >= {"clean", "backdoor", "outlier", "near_duplicate"}
     # the study trained into its own folder; the run's model is the training's last checkpoint
