@@ -28,9 +28,13 @@ from genlab.drift_study import detectors as drift
 from genlab.numerics import single_threaded
 
 
+IMAGE_RANGE = (0.0, 1.0)  # images; flat records pass (-inf, inf): no range to stay in
+FLAT_RANGE = (-float("inf"), float("inf"))
+
+
 def pgd(x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor], eps: float, *,
-        steps: int = 40, step_size: float | None = None, bounds: tuple[float, float] = (0.0, 1.0)
-        ) -> torch.Tensor:
+        steps: int = 40, step_size: float | None = None,
+        bounds: tuple[float, float] = IMAGE_RANGE) -> torch.Tensor:
     """Minimise `loss(x_adv)` (per-record values, summed) over ‖x_adv − x‖∞ ≤ eps within
     `bounds`; `step_size` defaults to 2.5·eps/steps. Returns a detached tensor."""
     if eps < 0:
@@ -50,7 +54,7 @@ def pgd(x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor], eps: floa
     return adv.detach()
 
 
-def sign_noise(x: torch.Tensor, eps: float, seed: int, bounds=(0.0, 1.0)) -> torch.Tensor:
+def sign_noise(x: torch.Tensor, eps: float, seed: int, bounds=IMAGE_RANGE) -> torch.Tensor:
     """The noise row: every value moved by ±eps at random, clipped to `bounds`."""
     g = torch.Generator().manual_seed(int(seed))
     s = torch.randint(0, 2, x.shape, generator=g).to(x.dtype) * 2 - 1
@@ -72,7 +76,7 @@ def rate_row(name: str, hits: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- the VAE's encoder
 def vae_latent_attack(model, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
                       target_y: np.ndarray, judge, eps_grid: Sequence[float], *, steps: int,
-                      seed: int) -> list[dict]:
+                      seed: int, bounds: tuple[float, float] = IMAGE_RANGE) -> list[dict]:
     """Success rate (the judge's class of the reconstruction == target class) per ε for the
     latent attack and for sign noise of the same size. A conditional VAE encodes and decodes with
     the source record's true class (the attacker changes only the record)."""
@@ -94,9 +98,9 @@ def vae_latent_attack(model, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
 
     with single_threaded():
         for eps in eps_grid:
-            adv = pgd(xt, loss, eps, steps=steps)
+            adv = pgd(xt, loss, eps, steps=steps, bounds=bounds)
             row = {"eps": float(eps), **rate_row("success", success(adv)),
-                   **rate_row("noise_success", success(sign_noise(xt, eps, seed)))}
+                   **rate_row("noise_success", success(sign_noise(xt, eps, seed, bounds)))}
             row["linf_max"] = float((adv - xt).abs().max())
             rows.append(row)
     return rows
@@ -121,15 +125,17 @@ def _untargeted(estimator, y: np.ndarray):
     return f, (lambda a: -torch.nn.functional.cross_entropy(f(a), col, reduction="none")), col, known
 
 
-def robust_adv(estimator, x: np.ndarray, y: np.ndarray, eps: float, steps: int) -> np.ndarray:
+def robust_adv(estimator, x: np.ndarray, y: np.ndarray, eps: float, steps: int,
+               bounds: tuple[float, float] = IMAGE_RANGE) -> np.ndarray:
     """`x` moved by untargeted PGD within eps against the classifier's true-class probability."""
     _, loss, _, _ = _untargeted(estimator, y)
     with single_threaded():
-        return pgd(torch.from_numpy(np.asarray(x, np.float32)), loss, eps, steps=steps).numpy()
+        return pgd(torch.from_numpy(np.asarray(x, np.float32)), loss, eps, steps=steps,
+                   bounds=bounds).numpy()
 
 
 def robust_accuracy(estimator, x: np.ndarray, y: np.ndarray, eps_grid: Sequence[float], *,
-                    steps: int, seed: int) -> list[dict]:
+                    steps: int, seed: int, bounds: tuple[float, float] = IMAGE_RANGE) -> list[dict]:
     """Accuracy per ε under untargeted PGD and under sign noise of the same size."""
     f, _, col, known = _untargeted(estimator, y)
 
@@ -138,14 +144,16 @@ def robust_accuracy(estimator, x: np.ndarray, y: np.ndarray, eps_grid: Sequence[
             return (f(torch.as_tensor(a)).argmax(1) == col).numpy() & known
 
     xt = torch.from_numpy(np.asarray(x, np.float32))
-    return [{"eps": float(eps), **rate_row("accuracy", correct(robust_adv(estimator, x, y, eps, steps))),
-             **rate_row("noise_accuracy", correct(sign_noise(xt, eps, seed)))} for eps in eps_grid]
+    return [{"eps": float(eps),
+             **rate_row("accuracy", correct(robust_adv(estimator, x, y, eps, steps, bounds))),
+             **rate_row("noise_accuracy", correct(sign_noise(xt, eps, seed, bounds)))}
+            for eps in eps_grid]
 
 
 # --------------------------------------------------------------------------- drift detectors
 def drift_evasion(estimator, reference_rep: np.ndarray, represent, batches: Sequence[tuple],
                   eps_grid: Sequence[float], *, alpha: float, n_permutations: int, steps: int,
-                  seed: int) -> list[dict]:
+                  seed: int, bounds: tuple[float, float] = IMAGE_RANGE) -> list[dict]:
     """Per ε: every record of each production batch (x, y) perturbed by untargeted PGD against
     the real-data classifier; the share of batches the MMD and KS (Bonferroni) tests flag
     against the reference in representation `represent`, and the classifier's accuracy on the
@@ -154,7 +162,7 @@ def drift_evasion(estimator, reference_rep: np.ndarray, represent, batches: Sequ
     for eps in eps_grid:
         mmd, ks, acc = [], [], []
         for t, (bx, by) in enumerate(batches):
-            adv = robust_adv(estimator, bx, by, eps, steps)
+            adv = robust_adv(estimator, bx, by, eps, steps, bounds)
             rep = represent(adv)
             with single_threaded():
                 mmd.append(drift.mmd_test(reference_rep, rep, alpha=alpha,

@@ -76,6 +76,7 @@ class SecurityReport:
         if is_conditional(self.model) and not 0 <= p.target_class < n_classes:
             raise ParameterError(f"parameter 'target_class': expected a class in [0, {n_classes}), "
                                  f"got {p.target_class}")
+        self.bounds = ADV.IMAGE_RANGE if ds.is_image else ADV.FLAT_RANGE
         self.out_dir = o.run.artifacts / STUDY_DIR
         shutil.rmtree(self.out_dir, ignore_errors=True)
         mem = spec.pool("members")
@@ -164,7 +165,7 @@ class SecurityReport:
             pick = np.array([rng.choice(b[ds.y[b] == t]) for t in target_y])
             self.vae_rows = ADV.vae_latent_attack(self.model, ds.x[src], y, ds.x[pick], target_y,
                                                   self.ext.predict_proba, EPS_GRID,
-                                                  steps=p.pgd_steps, seed=p.seed)
+                                                  steps=p.pgd_steps, seed=p.seed, bounds=self.bounds)
         else:
             self.vae_reason = (f"a {self.settings.kind.upper()} has no encoder to attack "
                                "(the latent attack needs q(z|x))")
@@ -184,7 +185,8 @@ class SecurityReport:
                 self.robust_reasons[name] = f"{name} classifier not trained: {exc}"[:190]
                 continue
             self.robust[name] = ADV.robust_accuracy(clf.estimator, test_x, test_y, EPS_GRID,
-                                                    steps=p.pgd_steps, seed=p.seed)
+                                                    steps=p.pgd_steps, seed=p.seed,
+                                                    bounds=self.bounds)
         self._timed("adversarial_s", t0)
         rows = [{"eps": r["eps"], "vae_success": r["success"], "vae_noise_success": r["noise_success"]}
                 for r in self.vae_rows] or [{"eps": e} for e in EPS_GRID]
@@ -227,7 +229,7 @@ class SecurityReport:
         self.evasion = ADV.drift_evasion(
             self.classifiers["real (TRTR)"].estimator, rep(ds.x[spec.pool("holdout_a")]), rep,
             batches, EPS_GRID, alpha=p.alpha, n_permutations=p.n_permutations, steps=p.pgd_steps,
-            seed=p.seed)
+            seed=p.seed, bounds=self.bounds)
         self._timed("drift_evasion_s", t0)
         return Table(self.evasion, digits=3, title=f"Drift tests (PCA-10 of members) on "
                                                    f"{self.drift_trials} perturbed batches of {size}")

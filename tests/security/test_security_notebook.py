@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from genlab.security.headline import SETTINGS
@@ -30,11 +31,21 @@ def assert_interval_or_reason(doc: dict) -> None:
             assert doc[f"{key}_ci_low"] - 1e-9 <= value <= doc[f"{key}_ci_high"] + 1e-9, key
 
 
-@pytest.mark.parametrize("model", [
-    ["-p", "model=vae", "-p", "conditional=true"], ["-p", "model=gan"],
-    ["-p", "model=ddpm", "-p", "conditional=true", "-p", "timesteps=50", "-p", "sampling_steps=5"]],
-    ids=["cvae", "gan", "cddpm"])
-def test_security_notebook_in_the_pipeline(tmp_path, model):
+CASES = {
+    "cvae": ["-p", "model=vae", "-p", "conditional=true"],
+    "gan": ["-p", "model=gan"],
+    "cddpm": ["-p", "model=ddpm", "-p", "conditional=true", "-p", "timesteps=50",
+              "-p", "sampling_steps=5"],
+    "toy": ["-p", "dataset=toy"],  # flat records: a trigger off the data's range, no [0, 1] clip
+    "unlabelled": ["-p", "dataset={npz}"],  # digits without labels: pixel features, nulls
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_security_notebook_in_the_pipeline(tmp_path, digits, case):
+    npz = tmp_path / "unlabelled.npz"
+    np.savez(npz, x=digits.x[:600])
+    model = [a.format(npz=npz) for a in CASES[case]]
     cmd = [sys.executable, "-m", "genlab.ops.cli", "run", "--no-progress", "--reports-dir",
            str(tmp_path), "--name", "sec", "--only", "train,security", *model, *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -45,8 +56,11 @@ def test_security_notebook_in_the_pipeline(tmp_path, model):
     assert doc["epochs"] == 2 and doc["epochs_reduced"] is True
     conditional = "conditional=true" in model
     assert (doc["conditional_accuracy_label_flip_max_rate"] is None) != conditional
-    vae = "model=vae" in model
-    assert (doc["adversarial_success_at_eps"] is None) != vae  # GAN, DDPM: no encoder
+    vae = "model=gan" not in model and "model=ddpm" not in model
+    # GAN, DDPM: no encoder; without labels nothing judges the reconstruction's class
+    assert (doc["adversarial_success_at_eps"] is None) != (vae and case != "unlabelled")
+    if case == "unlabelled":
+        assert doc["drift_evasion_eps_max_na_reason"] == "no labels: no classifier to attack"
     tables = json.loads((run / "07_security.tables.json").read_text())
     assert {r["kind"] for r in tables["poisoning"]} >= {"clean", "backdoor", "outlier", "near_duplicate"}
     # the study trained into its own folder; the run's model is the training's last checkpoint
