@@ -1,5 +1,5 @@
 """03_privacy_audit with its defaults: wall time of the audit itself (``run_audit``, what the
-notebook's one heavy cell runs) on a trained run, against the issue's 90 s target on 2 cores.
+notebook's one heavy cell runs) on a trained run, against a 90 s target on 2 cores.
 
 Timings on shared machines swing with load: a fixed reference workload (numpy matmuls)
 runs interleaved with the audit, repeated, and the ratio of medians is reported beside the raw

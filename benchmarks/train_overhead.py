@@ -2,16 +2,21 @@
 
 Both sides train the same model class on the same digits members pool with the same data loaders
 (batch 64) and then run the same validation pass; the Trainer side uses `training.build_trainer`
-exactly as `01_train.ipynb` does (checkpoints every epoch included). Epochs alternate between the
-sides so machine load hits them alike; medians are reported. A third arm runs the same Trainer
-without the per-epoch checkpoint, to show what that costs.
+with the training notebook's TrainConfig (`train_config` of the default parameters: a checkpoint
+every `checkpoint_every_n_epochs` epochs and after the last). Blocks of epochs alternate between
+the sides so machine load hits them alike; a block of the default 10 epochs writes one checkpoint
+at its end, the cadence of a default run. The ratio is the median over blocks of
+(Trainer epoch time / plain epoch time) within a block. A third arm runs the same
+Trainer without checkpoints, to show what they cost. Threads as in the notebooks
+(`reproducibility.configure`: GENLAB_THREADS, default 1).
 
-    python benchmarks/train_overhead.py [--blocks 5 --block-epochs 4] [--json out.json]
+    python benchmarks/train_overhead.py [--blocks 7 --block-epochs 10] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -22,7 +27,7 @@ import lightning as L
 import torch
 
 from genlab.datamodule import GenDataModule
-from genlab import data, params
+from genlab import data, params, reproducibility
 from genlab.train import notebook as experiment
 from genlab.train import training
 
@@ -73,12 +78,12 @@ def plain_epoch(model, optimizer, train_loader, val_loader, epoch: int) -> float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--blocks", type=int, default=5, help="alternating blocks per side")
-    ap.add_argument("--block-epochs", type=int, default=4)
+    ap.add_argument("--blocks", type=int, default=7, help="alternating blocks per side")
+    ap.add_argument("--block-epochs", type=int, default=10)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    reproducibility.configure()
     training.quiet_lightning()
-    torch.set_num_threads(torch.get_num_threads())
 
     p = params.TrainParams()
     ds = data.load_dataset(p.dataset)
@@ -101,11 +106,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for block in range(args.blocks):  # alternate blocks of epochs between the three sides
             end = (block + 1) * args.block_epochs
-            cfg = training.TrainConfig(max_epochs=end, batch_size=p.batch_size)
+            cfg = dataclasses.replace(experiment.train_config(p), max_epochs=end)
             for model, ckpt_dir, times in ((lit_model, Path(tmp) / "nb", lit_times),
                                            (bare_model, Path(tmp) / "bare", bare_times)):
                 timer = EpochTimer()
-                # the notebook's Trainer; "bare" = the same without its per-epoch checkpoint
+                # the notebook's Trainer; "bare" = the same without checkpoints
                 trainer = training.build_trainer(cfg, ckpt_dir if model is lit_model else None,
                                                  callbacks=[timer])
                 ckpt = ckpt_dir / "last.ckpt"
@@ -115,18 +120,28 @@ def main() -> None:
                             ckpt_path=str(ckpt) if ckpt.exists() else None)
                 if model is bare_model:
                     trainer.save_checkpoint(ckpt)
-                times += timer.times[1:]  # an epoch right after a restore is not typical
-            plain_times += [plain_epoch(plain_model, optimizer, train_loader, val_loader, e)
-                            for e in range(end - args.block_epochs, end)][1:]
-    lit, bare, plain = (statistics.median(t) for t in (lit_times, bare_times, plain_times))
+                times.append(timer.times[1:])  # an epoch right after a restore is not typical
+            plain_times.append([plain_epoch(plain_model, optimizer, train_loader, val_loader, e)
+                                for e in range(end - args.block_epochs, end)][1:])
+    # Per block, the mean epoch time of each side (a checkpoint written once per k epochs is a
+    # cost spread over k epochs, which a median of epochs would drop); the ratio is the median
+    # over blocks of the per-block ratios: the three sides of one block ran within seconds of
+    # each other, so a change of machine load between blocks cancels out.
+    def block_ratios(side):
+        return [statistics.mean(a) / statistics.mean(b) for a, b in zip(side, plain_times)]
+
+    lit, bare, plain = (statistics.mean(sum(t, [])) for t in (lit_times, bare_times, plain_times))
     result = {
-        "steps_per_epoch": steps, "epochs_timed": len(lit_times),
+        "steps_per_epoch": steps, "epochs_timed": sum(map(len, lit_times)),
         "lightning_ms_per_step": round(1000 * lit / steps, 3),
         "lightning_without_checkpoint_ms_per_step": round(1000 * bare / steps, 3),
         "plain_ms_per_step": round(1000 * plain / steps, 3),
-        "ratio": round(lit / plain, 3),
-        "ratio_without_checkpoint": round(bare / plain, 3),
+        "ratio": round(statistics.median(block_ratios(lit_times)), 3),
+        "ratio_without_checkpoint": round(statistics.median(block_ratios(bare_times)), 3),
+        "block_ratios": [round(r, 3) for r in block_ratios(lit_times)],
+        "ratio_of_means": round(lit / plain, 3),
         "threads": torch.get_num_threads(),
+        "checkpoint_every_n_epochs": p.checkpoint_every_n_epochs,
     }
     print(json.dumps(result, indent=1))
     if args.json:

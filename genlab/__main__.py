@@ -1,4 +1,4 @@
-"""`python -m genlab run|sweep|gate|golden|params ...`: the `genlab` command."""
+"""`python -m genlab run|sweep|gate|golden|serve|loadtest|params ...`: the `genlab` command."""
 
 import sys
 

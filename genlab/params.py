@@ -115,6 +115,9 @@ TRAIN = _COMMON + [
     Param("n_train", None, int, "cap on training records (members); None = all that remain",
           low=1, optional=True),
     Param("early_stopping_patience", 0, int, "epochs without val improvement; 0 = off", low=0),
+    Param("checkpoint_every_n_epochs", 10, int, "write artifacts/checkpoints/last.ckpt every k "
+          "epochs and after the last one (an interrupted run resumes from it, repeating < k "
+          "epochs)", low=1, high=100_000),
     Param("resume_from", None, str, "checkpoint to resume an interrupted training from",
           optional=True),
     Param("init_from", None, str, "checkpoint whose weights start a fine-tuning", optional=True),
@@ -202,9 +205,10 @@ PRIVACY_AUDIT = _COMMON + [
 NOTEBOOK_PARAMS["privacy_audit"] = PRIVACY_AUDIT
 
 EVALUATE = _COMMON + [
-    Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
-          "the members, raw 'pixels' (no labels needed), or 'inception' (needs torch-fidelity "
-          "and cached weights)", choices=("classifier", "pixels", "inception")),
+    Param("feature_extractor", "auto", str, "feature space: 'auto' (the classifier when the "
+          "data have labels, else raw pixels; the report says which), an offline 'classifier' "
+          "trained on the members, raw 'pixels' (no labels needed), or 'inception' (needs "
+          "torch-fidelity and cached weights)", choices=("auto", "classifier", "pixels", "inception")),
     Param("n_samples", None, int, "generated records to evaluate; None = as many as holdout_a "
           "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
     Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
@@ -258,6 +262,36 @@ DRIFT_STUDY = _COMMON + [
           "against the reference", optional=True),
 ]
 NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
+
+COST_LATENCY = _COMMON + [
+    Param("full", False, bool, "full setting: distillation from DDIM-64 with 1500 iterations per "
+          "stage, 3000 decoder-student iterations, throughput at every power of 2 up to 256, "
+          "100 latency rounds"),
+    Param("variants", None, (str, list), "variants to build and compare (a list, or 'a,b'); "
+          "None = every one that applies to the model (see genlab.cost_latency.variants)",
+          optional=True),
+    Param("distill_iters", 150, int, "DDPM: progressive-distillation iterations per halving "
+          "stage (full: at least 1500)", low=1, high=1_000_000),
+    Param("start_steps", 16, int, "DDPM: DDIM steps of the first teacher; each stage halves "
+          "them down to 4 (full: 64)", low=8, high=100_000),
+    Param("decoder_iters", 600, int, "VAE/GAN: iterations of the student decoder (full: at "
+          "least 3000)", low=1, high=1_000_000),
+    Param("student_width_ratio", 0.25, float, "VAE/GAN: student width as a share of the "
+          "teacher's", low=0.01, high=1.0),
+    Param("feature_extractor", "classifier", str, "feature space of the quality rows, as in "
+          "02_evaluate", choices=("classifier", "pixels", "inception")),
+    Param("subsample_frac", 0.5, float, "CI subsample size m as a share of n (as in 02_evaluate)",
+          low=0.05, high=1.0),
+    Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),
+    Param("ci_level", 0.95, float, "confidence level of the intervals", low=0.5, high=0.999),
+    Param("latency_reps", 30, int, "latency rounds at batch 1 (full: at least 100)", low=3,
+          high=100_000),
+    Param("latency_budget_s", 6.0, float, "seconds after which latency rounds stop (at least 3 "
+          "rounds) per thread setting", low=0.1, high=3600.0),
+    Param("timings", True, bool, "measure wall-clock latency, throughput and memory (False: "
+          "cost proxy and quality only)"),
+]
+NOTEBOOK_PARAMS["cost_latency"] = COST_LATENCY
 
 SECURITY = _COMMON + [
     Param("full", False, bool, "full setting: poison rates 0.005/0.02/0.1, the run's own epochs, "
@@ -400,10 +434,12 @@ TrainParams = _params_class("train", "TrainParams")
 EvaluateParams = _params_class("evaluate", "EvaluateParams")
 PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
 DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
+CostLatencyParams = _params_class("cost_latency", "CostLatencyParams")
 SecurityParams = _params_class("security", "SecurityParams")
 PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
                                    "privacy_audit": PrivacyAuditParams,
-                                   "drift_study": DriftStudyParams, "security": SecurityParams}
+                                   "drift_study": DriftStudyParams,
+                                   "cost_latency": CostLatencyParams, "security": SecurityParams}
 
 
 def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:

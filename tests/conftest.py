@@ -79,6 +79,26 @@ def train_ddpm():
     return _train_ddpm
 
 
+def _perturbed_model(kind: str, hp: dict, seed: int = 0):
+    """A tiny untrained model of ``kind`` with every weight jittered (the DDPM's zero-initialised
+    output layer included, its EMA set to the jittered weights): non-trivial outputs in seconds."""
+    training.seed_everything(seed)
+    model = build_model(kind, [1, 8, 8], **hp).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        if kind == "ddpm":
+            model.ema.load_state_dict(model.net.state_dict())
+    return model
+
+
+@pytest.fixture(scope="session")
+def perturbed_model():
+    """The jittered-tiny-model builder (a function: tests choose kind and hyper-parameters)."""
+    return _perturbed_model
+
+
 @pytest.fixture
 def one_thread():
     """One BLAS and one torch thread: tiny networks run 5-10× slower with two threads on a

@@ -4,6 +4,8 @@
     genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
     genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
     genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
+    genlab serve reports/<run> [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
+    genlab loadtest http://127.0.0.1:8000 --rates 5,20,80 [--requests 200 --duration 30]
     genlab params [train]
 """
 
@@ -69,7 +71,7 @@ def _golden(args) -> int:
             print(f"golden: {found[short]}")
             refresh_golden(found[short])
     if not args.notebooks_only:
-        golden.write_golden([NOTEBOOKS[s] for s in found], seeds=list(range(args.seeds)),
+        golden.write_golden([NOTEBOOKS[s] for s in golden.RECORDED], seeds=list(range(args.seeds)),
                             jobs=args.jobs)
     return 0
 
@@ -118,6 +120,78 @@ def _gate(args) -> int:
     return 1 if failed else 0
 
 
+def _serve(args) -> int:
+    from genlab.serve.app import ServeConfig, serve
+    from genlab.serve.sampler import SourceError
+
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            print(f"genlab: error: --token-file {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        if not token:
+            print(f"genlab: error: --token-file {args.token_file} is empty", file=sys.stderr)
+            return 2
+    bad = [f"{flag} must be {rule}, got {value}" for flag, value, rule, ok in (
+        ("--max-batch", args.max_batch, ">= 1", args.max_batch >= 1),
+        ("--batch-timeout-ms", args.batch_timeout_ms, ">= 0", args.batch_timeout_ms >= 0),
+        ("--max-n", args.max_n, ">= 1", args.max_n >= 1),
+        ("--candidate-share", args.candidate_share, "in [0, 1]", 0 <= args.candidate_share <= 1),
+        ("--port", args.port, "in [0, 65535]", 0 <= args.port <= 65535)) if not ok]
+    if bad:
+        print(f"genlab: error: {bad[0]}", file=sys.stderr)
+        return 2
+    config = ServeConfig(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms,
+                         max_n=args.max_n, token=token, request_log=args.request_log,
+                         log_outputs=args.log_outputs)
+    try:
+        return serve(args.source, host=args.host, port=args.port, variant=args.variant,
+                     candidate=args.candidate, candidate_share=args.candidate_share,
+                     config=config)
+    except (SourceError, FileNotFoundError) as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _loadtest(args) -> int:
+    from genlab.serve.loadtest import LoadTestError, main as loadtest_main
+
+    try:
+        return loadtest_main(args)
+    except LoadTestError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_serving(sub) -> None:
+    srv = sub.add_parser("serve", help="serve a run's model over HTTP (POST /sample)")
+    srv.add_argument("source", help="a run folder (reports/<name>) or models:/NAME@alias")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--variant", default="fp32", help="fp32 or a built variant's name")
+    srv.add_argument("--max-batch", type=int, default=64, help="records per model call (1: unbatched)")
+    srv.add_argument("--batch-timeout-ms", type=float, default=5.0,
+                     help="how long a batch waits for more requests")
+    srv.add_argument("--max-n", type=int, default=1024, help="largest n one request may ask for")
+    srv.add_argument("--token-file", type=Path, help="require 'Authorization: Bearer <token>'")
+    srv.add_argument("--request-log", type=Path, help="JSON lines, one per request")
+    srv.add_argument("--log-outputs", action="store_true", help="put the samples in the log")
+    srv.add_argument("--candidate", help="a second SOURCE served to --candidate-share of requests")
+    srv.add_argument("--candidate-share", type=float, default=0.2)
+    load = sub.add_parser("loadtest", help="open-loop Poisson load on a genlab server")
+    load.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    load.add_argument("--rates", required=True, help="offered rates in requests/s, e.g. 5,20,80")
+    load.add_argument("--requests", type=int, default=200, help="requests per rate (at most)")
+    load.add_argument("--duration", type=float, default=30.0, help="seconds per rate (at most)")
+    load.add_argument("--n", type=int, default=1, help="records per request")
+    load.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    load.add_argument("--token-file", type=Path)
+    load.add_argument("--json", type=Path, help="write the per-rate table as JSON")
+    load.add_argument("--plot", type=Path, help="latency-vs-offered-load PNG")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     gold.add_argument("--jobs", type=int, default=2, help="seed runs at a time")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
     show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
+    _add_serving(sub)
     args = parser.parse_args(argv)
 
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "loadtest":
+        return _loadtest(args)
     if args.command == "params":
         for p in P.NOTEBOOK_PARAMS[args.notebook]:
             print(f"{p.name:24} {p.default!r:22} {p.expected():34} {p.doc}")

@@ -35,6 +35,7 @@ NOTEBOOKS = {
     "evaluate": "02_evaluate",
     "privacy_audit": "03_privacy_audit",
     "drift_study": "04_drift_study",
+    "cost_latency": "05_cost_latency",
     "security": "07_security",
 }
 

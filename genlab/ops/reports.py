@@ -185,8 +185,15 @@ _VOLATILE_NB_KEYS = ("start_time", "end_time", "duration", "input_path", "output
                      "environment_variables", "exception")
 
 
+WALL_CLOCK_TAG = "wall-clock"
+
+
 def normalize_notebook(nb) -> dict[str, Any]:
-    """Strip run-to-run noise from an executed notebook in place; return per-cell timings."""
+    """Strip run-to-run noise from an executed notebook in place; return per-cell timings.
+
+    Cells tagged ``wall-clock`` show measured times while a notebook runs interactively; their
+    outputs are replaced here by one line saying where the report wrote those measurements
+    (outside the reproducible files), so the stored notebook and its HTML stay byte-identical."""
     pm = nb.metadata.get("papermill", {})
     timings = {"cells": [c.metadata.get("papermill", {}).get("duration") for c in nb.cells]}
     for key in _VOLATILE_NB_KEYS:
@@ -194,11 +201,28 @@ def normalize_notebook(nb) -> dict[str, Any]:
     for i, cell in enumerate(nb.cells):
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if WALL_CLOCK_TAG in cell.metadata.get("tags", []) and cell.get("outputs"):
+            cell.outputs = [_wall_clock_note(cell.outputs)]
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"
         elif not cell.get("id"):
             cell.id = f"cell-{i}"
     return timings
+
+
+def _wall_clock_note(outputs) -> dict[str, Any]:
+    """The one output a ``wall-clock`` cell keeps: the text line of its own that names the
+    files holding the measurements (first line of a stream starting "wall-clock"), or a default."""
+    import nbformat
+
+    text = "wall-clock measurements removed from the reproducible report"
+    for out in outputs:
+        lines = "".join(out.get("text", "")).splitlines() if out.get("output_type") == "stream" else []
+        found = [line for line in lines if line.startswith("wall-clock")]
+        if found:
+            text = found[0]
+            break
+    return nbformat.v4.new_output("stream", name="stdout", text=text + "\n")
 
 
 def export_html(nb, title: str) -> str:

@@ -77,6 +77,7 @@ def train_config(p: TrainParams, num_nodes: int = 1) -> TrainConfig:
         max_epochs=p.max_epochs, batch_size=p.batch_size, seed=p.seed,
         accelerator=p.accelerator, devices=p.devices, precision=p.precision,
         strategy=p.strategy, early_stopping_patience=p.early_stopping_patience,
+        checkpoint_every_n_epochs=p.checkpoint_every_n_epochs,
         num_nodes=num_nodes,
     )
 
