@@ -136,6 +136,9 @@ TRAIN = _COMMON + [
     Param("canaries", 0, int, "crafted outlier canaries, each trained on with probability 1/2 "
           "(bits in artifacts/canaries.json; the one-run privacy audit reads them)", low=0,
           high=100_000),
+    Param("screen", False, bool, "screen the members before training (cleanlab label issues, "
+          "IsolationForest outliers, near duplicates) and show the flags in the data-quality "
+          "table; nothing is dropped"),
 ]
 
 NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
@@ -323,6 +326,39 @@ OPERATIONS = _COMMON + [
 ]
 NOTEBOOK_PARAMS["operations"] = OPERATIONS
 
+SECURITY = _COMMON + [
+    Param("full", False, bool, "full setting: poison rates 0.005/0.02/0.1, the run's own epochs, "
+          "5 loop generations, 50 drift batches per budget"),
+    Param("poison_rates", None, (list, str, float), "poison rates (shares of the members, each in (0, 0.5]); "
+          "None = [0.02, 0.1] (full: [0.005, 0.02, 0.1])", optional=True),
+    Param("epochs", None, int, "epochs of every model the study trains (clean, poisoned, "
+          "screened, loop generations); None = 30 (full: the run's max_epochs)", low=1,
+          high=100_000, optional=True),
+    Param("target_class", 0, int, "backdoor: the class triggered records are relabelled to "
+          "(conditional models)", low=0),
+    Param("duplicate_sources", 10, int, "near-duplicate poison: members that are copied",
+          low=1, high=10_000),
+    Param("n_samples", None, int, "samples drawn per model; None = as many as holdout_b",
+          low=20, high=1_000_000, optional=True),
+    Param("n_draws", 10, int, "seeded subsamples per FD/recall interval", low=2, high=10_000),
+    Param("adversarial_eps", 0.1, float, "the L-infinity budget the headline reports attacks "
+          "at (one of the grid 0, 0.025, 0.05, 0.1, 0.2, 0.3 of the [0, 1] range)",
+          choices=(0.0, 0.025, 0.05, 0.1, 0.2, 0.3)),
+    Param("n_adversarial", 100, int, "records attacked per budget", low=10, high=100_000),
+    Param("pgd_steps", 20, int, "PGD steps", low=1, high=10_000),
+    Param("alpha", 0.05, float, "significance level of the drift tests", low=0.001, high=0.5),
+    Param("drift_batch", 100, int, "production batch size of the drift-evasion test", low=10,
+          high=100_000),
+    Param("drift_trials", 10, int, "production batches per budget (full: at least 50)", low=2,
+          high=10_000),
+    Param("n_permutations", 100, int, "MMD permutations", low=19, high=100_000),
+    Param("evasion_max_detection", 0.5, float, "a budget evades the drift tests when both flag "
+          "at most this share of the batches", low=0.0, high=1.0),
+    Param("generations", 3, int, "feedback loops: generations after generation 0 (full: 5)",
+          low=1, high=100),
+]
+NOTEBOOK_PARAMS["security"] = SECURITY
+
 # Names a kernel defines by itself; everything else at top level after the parameters cell is
 # a parameter (or a typo of one).
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -433,11 +469,12 @@ PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
 DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
 CostLatencyParams = _params_class("cost_latency", "CostLatencyParams")
 OperationsParams = _params_class("operations", "OperationsParams")
+SecurityParams = _params_class("security", "SecurityParams")
 PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
                                    "privacy_audit": PrivacyAuditParams,
                                    "drift_study": DriftStudyParams,
                                    "cost_latency": CostLatencyParams,
-                                   "operations": OperationsParams}
+                                   "operations": OperationsParams, "security": SecurityParams}
 
 
 def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:

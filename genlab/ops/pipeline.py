@@ -37,6 +37,7 @@ NOTEBOOKS = {
     "drift_study": "04_drift_study",
     "cost_latency": "05_cost_latency",
     "operations": "06_operations",
+    "security": "07_security",
 }
 
 
