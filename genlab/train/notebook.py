@@ -17,7 +17,7 @@ from IPython.display import display
 from genlab import data, data_quality, params, plots
 from genlab.data import DataSpec, Dataset
 from genlab.datamodule import GenDataModule
-from genlab.models import GAN, build_model, is_conditional, load_model
+from genlab.models import build_model, is_conditional, load_model
 from genlab.ops.open_run import open_run
 from genlab.ops.reports import Table, provenance, provenance_table, write_headline
 from genlab.ops.runs import RunFolder, resolve_input
@@ -60,8 +60,8 @@ def model_from_params(p: TrainParams, data_shape, n_classes: int | None = None) 
     if p.width is not None:
         hparams["width"] = p.width
     if p.lr is not None:
-        # the GAN: lr is the generator's; the discriminator keeps its default ratio (two time-scales)
-        hparams.update({"lr_g": p.lr, "lr_d": p.lr * GAN.LR_D_OVER_LR_G} if kind == "gan" else {"lr": p.lr})
+        # the GAN: lr is the generator's; the discriminator's follows from it (the model's lr_d=None)
+        hparams.update({"lr_g": p.lr} if kind == "gan" else {"lr": p.lr})
     if p.conditional:
         if not n_classes:
             raise ValueError("model_from_params: conditional=True needs n_classes (the dataset's)")

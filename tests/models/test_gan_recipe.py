@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab import params
-from genlab.models import GAN, build_model, load_model
+from genlab.models import build_model, load_model
 from genlab.models.gan import discriminator_terms, generator_loss
 from genlab.train import notebook as experiment
 
@@ -42,17 +42,20 @@ def test_d_loss_follows_the_loss_option(loss):
 def test_defaults_are_the_new_recipe_and_optimisers_follow_them():
     m = _small()
     hp = m.hparams
-    assert (hp.loss, hp.lr_g, hp.lr_d, hp.beta1, hp.beta2, hp.ema_decay) == ("hinge", 1e-4, 4e-4, 0.0, 0.9, 0.999)
+    assert (hp.loss, hp.lr_g, hp.lr_d, hp.beta1, hp.beta2, hp.ema_decay) == ("hinge", 2e-4, 8e-4, 0.0, 0.9, 0.999)
     opt_g, opt_d = m.configure_optimizers()
-    assert opt_g.param_groups[0]["lr"] == 1e-4 and opt_d.param_groups[0]["lr"] == 4e-4
+    assert opt_g.param_groups[0]["lr"] == 2e-4 and opt_d.param_groups[0]["lr"] == 8e-4
     assert opt_g.param_groups[0]["betas"] == opt_d.param_groups[0]["betas"] == (0.0, 0.9)
-    assert hp.lr_d / hp.lr_g == GAN.LR_D_OVER_LR_G
+    # two time-scales for the unconditional GAN only; an explicit lr_d is kept
+    assert _small(n_classes=3).hparams.lr_d == 2e-4
+    assert _small(lr_g=1e-3, lr_d=5e-4).hparams.lr_d == 5e-4
 
 
-def test_lr_parameter_keeps_the_two_time_scales():
-    p = params.typed("train", model="gan", lr=1e-3)
-    m = experiment.model_from_params(p, (1, 8, 8))
-    assert m.hparams.lr_g == 1e-3 and m.hparams.lr_d == pytest.approx(4e-3)
+@pytest.mark.parametrize("conditional,lr_d", [(False, 4e-3), (True, 1e-3)])
+def test_lr_parameter_sets_the_generator_rate(conditional, lr_d):
+    p = params.typed("train", model="gan", lr=1e-3, conditional=conditional)
+    m = experiment.model_from_params(p, (1, 8, 8), n_classes=10 if conditional else None)
+    assert m.hparams.lr_g == 1e-3 and m.hparams.lr_d == pytest.approx(lr_d)
 
 
 @pytest.mark.parametrize("kw,match", [
