@@ -95,7 +95,8 @@ TRAIN = _COMMON + [
     Param("depth", 2, int, "VAE/GAN: hidden layers / conv blocks", low=1, high=8),
     Param("max_epochs", 100, int, "training epochs", low=1, high=100_000),
     Param("batch_size", 64, int, "mini-batch size", low=1, high=65_536),
-    Param("lr", None, float, "learning rate; None = the model's default", low=1e-7, high=1.0,
+    Param("lr", None, float, "learning rate; None = the model's default (GAN: the generator's; "
+          "the discriminator's is 4x it, or equal when conditional)", low=1e-7, high=1.0,
           optional=True),
     Param("timesteps", 1000, int, "DDPM: diffusion steps T", low=2, high=100_000),
     Param("schedule", "cosine", str, "DDPM: noise schedule", choices=("linear", "cosine")),

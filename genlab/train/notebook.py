@@ -60,7 +60,8 @@ def model_from_params(p: TrainParams, data_shape, n_classes: int | None = None) 
     if p.width is not None:
         hparams["width"] = p.width
     if p.lr is not None:
-        hparams.update({"lr_g": p.lr, "lr_d": p.lr} if kind == "gan" else {"lr": p.lr})
+        # the GAN: lr is the generator's; the discriminator's follows from it (the model's lr_d=None)
+        hparams.update({"lr_g": p.lr} if kind == "gan" else {"lr": p.lr})
     if p.conditional:
         if not n_classes:
             raise ValueError("model_from_params: conditional=True needs n_classes (the dataset's)")

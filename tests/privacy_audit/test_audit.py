@@ -237,11 +237,13 @@ def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     """DP-SGD on the GAN's discriminator only: every row of the real+fake batch is its own
     per-sample gradient (equal to that row's loss gradient), the generator keeps its plain Adam,
     and the generator's step leaves the discriminator's per-sample gradients untouched."""
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
+
+    from genlab.models.gan import discriminator_terms, generator_loss
 
     seed_everything(0)
     gan = build_model("gan", DS.data_shape, spectral_norm=False, width=32)
+    assert gan.hparams.loss == "hinge"  # the default, as training under DP uses it
     x = torch.from_numpy(DS.x[:40])
     loader = DataLoader(TensorDataset(x, torch.zeros(40)), batch_size=10)
     st = dp.make_private(gan, loader, target_epsilon=2.0, target_delta=1e-5, max_grad_norm=1.0,
@@ -253,13 +255,13 @@ def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     gan.train()
     real, fake = x[:5], gan.generate(torch.randn(5, gan.latent_dim))
     _, d_real, d_fake = gan._d_loss(real, fake.detach())
-    torch.cat([F.softplus(-d_real), F.softplus(d_fake)]).mean().backward()
+    torch.cat(discriminator_terms(gan.hparams.loss, d_real, d_fake)).mean().backward()
     rows = torch.cat([real, fake.detach()])
     gan.dp_hooks.disable_hooks()  # the reference gradients must not reach Opacus' accumulators
     for i in (0, 4, 7):  # a real and a fake row: the per-sample gradient is the row's own
         gan.discriminator.zero_grad(set_to_none=True)
         lg = gan.discriminate(rows[i:i + 1])
-        loss = F.softplus(-lg) if i < 5 else F.softplus(lg)
+        loss = discriminator_terms(gan.hparams.loss, lg, lg)[0 if i < 5 else 1]
         own = torch.autograd.grad(loss.sum(), d_params)
         for p, g in zip(d_params, own):
             assert p.grad_sample.shape[0] == 10
@@ -269,7 +271,7 @@ def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     before = [p.grad_sample.clone() for p in d_params]
     gan.discriminator.requires_grad_(False)
     gan.dp_hooks.disable_hooks()
-    F.softplus(-gan.discriminate(fake)).mean().backward()
+    generator_loss(gan.hparams.loss, gan.discriminate(fake)).backward()
     gan.discriminator.requires_grad_(True)
     gan.dp_hooks.enable_hooks()
     for p, b in zip(d_params, before):
