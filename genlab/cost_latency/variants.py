@@ -81,12 +81,14 @@ def build_network(spec: dict[str, Any], data_shape, n_classes: int, latent_dim: 
 
 
 def teacher_network(model) -> nn.Module:
-    """The fp32 network the model samples with: the DDPM's EMA denoiser, or decoder + activation."""
+    """The fp32 network the model samples with: the DDPM's EMA denoiser, or decoder (the GAN's
+    EMA generator) + activation."""
     if model.model_kind == "ddpm":
         return model.ema
     if model.model_kind == "vae":
         return B.DecoderHead(model.decoder, sigmoid=model.likelihood == "bernoulli")
-    return B.DecoderHead(model.generator, sigmoid=model.is_image)
+    ema = getattr(model, "generator_ema", None)  # a GAN samples from its EMA copy when it keeps one
+    return B.DecoderHead(model.generator if ema is None else ema, sigmoid=model.is_image)
 
 
 def base_config(model) -> dict[str, Any]:
