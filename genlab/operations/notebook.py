@@ -30,7 +30,7 @@ from genlab.ops.reports import Table, provenance_table, write_headline
 from genlab.ops.runs import RunFolder
 from genlab.params import OperationsParams
 
-CHAMPION_RULES = ("fd_ratio_to_floor<=10", "privacy_verdict!=high")
+CHAMPION_RULES = ("02_evaluate.fd_ratio_to_floor<=10", "privacy_verdict!=high")
 # a candidate must be at least as good as the champion on the drifted production data (FD)
 CANDIDATE_RULES = ("fd_production_candidate_vs_champion<=1.0",)
 

@@ -143,7 +143,7 @@ def test_default_run_matches_golden_record(default_run):
 
 # the sanity-row checks the default run's feature space is known to fail (point estimates and
 # intervals in the committed 02_evaluate report): listed so that a fix, or a new failure, shows
-KNOWN_SANITY_FAILURES = {("precision", "model_vs_noise_ci")}
+KNOWN_SANITY_FAILURES = {("precision", "model_vs_noise_ci"), ("precision", "floor_vs_noise_ci")}
 
 
 @pytest.mark.slow
