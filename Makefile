@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -c constraints.txt -e ".[dev,dp,serve]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,dp,serve,cost,ops,security]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	mkdir -p $(VENV)/etc/ipython && echo 'c.IPKernelApp.log_level = "ERROR"  # no start-up warnings from papermill by hand' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	touch $@

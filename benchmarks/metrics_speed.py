@@ -4,7 +4,7 @@ Timings on shared machines swing 2-8× with load, so each pair runs alternately 
 times and the ratio of medians is reported (JSON on stdout). Peak memory of our PRDC is
 measured with tracemalloc (numpy allocations are traced).
 
-    python benchmarks/metrics_speed.py                 # n=10k as in the issue (slow: ~1-2 min)
+    python benchmarks/metrics_speed.py                 # n=10k (slow: ~1-2 min)
     python benchmarks/metrics_speed.py --n 2000 --repeats 1   # quick look
     python benchmarks/metrics_speed.py --only prdc            # PRDC at n=10k only
 """

@@ -95,7 +95,8 @@ TRAIN = _COMMON + [
     Param("depth", 2, int, "VAE/GAN: hidden layers / conv blocks", low=1, high=8),
     Param("max_epochs", 100, int, "training epochs", low=1, high=100_000),
     Param("batch_size", 64, int, "mini-batch size", low=1, high=65_536),
-    Param("lr", None, float, "learning rate; None = the model's default", low=1e-7, high=1.0,
+    Param("lr", None, float, "learning rate; None = the model's default (GAN: the generator's; "
+          "the discriminator's is 4x it, or equal when conditional)", low=1e-7, high=1.0,
           optional=True),
     Param("timesteps", 1000, int, "DDPM: diffusion steps T", low=2, high=100_000),
     Param("schedule", "cosine", str, "DDPM: noise schedule", choices=("linear", "cosine")),
@@ -136,6 +137,9 @@ TRAIN = _COMMON + [
     Param("canaries", 0, int, "crafted outlier canaries, each trained on with probability 1/2 "
           "(bits in artifacts/canaries.json; the one-run privacy audit reads them)", low=0,
           high=100_000),
+    Param("screen", False, bool, "screen the members before training (cleanlab label issues, "
+          "IsolationForest outliers, near duplicates) and show the flags in the data-quality "
+          "table; nothing is dropped"),
 ]
 
 NOTEBOOK_PARAMS: dict[str, list[Param]] = {"train": TRAIN}
@@ -172,10 +176,12 @@ PRIVACY_AUDIT = _COMMON + [
     Param("domias_dims", 5, int, "DOMIAS: PCA dimensions of the density estimates", low=1, high=64),
     Param("ball_quantile", 0.1, float, "MC ε-ball attack: radius = this quantile of the reference "
           "records' distances to their nearest sample", low=1e-4, high=0.9999),
-    Param("lira_shadows", 0, int, "LiRA (offline): shadow models trained on halves of holdout_b "
-          "(0 = off; costs one training each)", low=0, high=256),
-    Param("lira_epochs", None, int, "LiRA shadow epochs; None = the audited model's max_epochs",
-          low=1, optional=True),
+    Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
+          "generator, audited black-box instead of the run's model (white-box parts: null)",
+          optional=True),
+    Param("lira_shadows", 4, int, "online LiRA: shadow models replicating the audited training "
+          "(its data size, batch size, epochs, DP), each costing one training; 0 = off, else >= 4",
+          low=0, high=256),
     Param("confidence", 0.95, float, "confidence of intervals and ε lower bounds", low=0.5,
           high=0.9999),
     Param("audit_delta", 1e-5, float, "δ of the ε lower bounds (use the training's target_delta "
@@ -202,9 +208,10 @@ PRIVACY_AUDIT = _COMMON + [
 NOTEBOOK_PARAMS["privacy_audit"] = PRIVACY_AUDIT
 
 EVALUATE = _COMMON + [
-    Param("feature_extractor", "classifier", str, "feature space: offline classifier trained on "
-          "the members, raw 'pixels' (no labels needed), or 'inception' (needs torch-fidelity "
-          "and cached weights)", choices=("classifier", "pixels", "inception")),
+    Param("feature_extractor", "auto", str, "feature space: 'auto' (the classifier when the "
+          "data have labels, else raw pixels; the report says which), an offline 'classifier' "
+          "trained on the members, raw 'pixels' (no labels needed), or 'inception' (needs "
+          "torch-fidelity and cached weights)", choices=("auto", "classifier", "pixels", "inception")),
     Param("n_samples", None, int, "generated records to evaluate; None = as many as holdout_a "
           "(the real-vs-real floor's n)", low=10, high=1_000_000, optional=True),
     Param("samples", None, str, "an .npz (array 'x', optional 'y') of samples from any "
@@ -258,6 +265,100 @@ DRIFT_STUDY = _COMMON + [
           "against the reference", optional=True),
 ]
 NOTEBOOK_PARAMS["drift_study"] = DRIFT_STUDY
+
+COST_LATENCY = _COMMON + [
+    Param("full", False, bool, "full setting: distillation from DDIM-64 with 1500 iterations per "
+          "stage, 3000 decoder-student iterations, throughput at every power of 2 up to 256, "
+          "100 latency rounds"),
+    Param("variants", None, (str, list), "variants to build and compare (a list, or 'a,b'); "
+          "None = every one that applies to the model (see genlab.cost_latency.variants)",
+          optional=True),
+    Param("distill_iters", 150, int, "DDPM: progressive-distillation iterations per halving "
+          "stage (full: at least 1500)", low=1, high=1_000_000),
+    Param("start_steps", 16, int, "DDPM: DDIM steps of the first teacher; each stage halves "
+          "them down to 4 (full: 64)", low=8, high=100_000),
+    Param("decoder_iters", 600, int, "VAE/GAN: iterations of the student decoder (full: at "
+          "least 3000)", low=1, high=1_000_000),
+    Param("student_width_ratio", 0.25, float, "VAE/GAN: student width as a share of the "
+          "teacher's", low=0.01, high=1.0),
+    Param("feature_extractor", "classifier", str, "feature space of the quality rows, as in "
+          "02_evaluate", choices=("classifier", "pixels", "inception")),
+    Param("subsample_frac", 0.5, float, "CI subsample size m as a share of n (as in 02_evaluate)",
+          low=0.05, high=1.0),
+    Param("n_draws", 20, int, "seeded subsamples per confidence interval", low=2, high=10_000),
+    Param("ci_level", 0.95, float, "confidence level of the intervals", low=0.5, high=0.999),
+    Param("latency_reps", 30, int, "latency rounds at batch 1 (full: at least 100)", low=3,
+          high=100_000),
+    Param("latency_budget_s", 6.0, float, "seconds after which latency rounds stop (at least 3 "
+          "rounds) per thread setting", low=0.1, high=3600.0),
+    Param("timings", True, bool, "measure wall-clock latency, throughput and memory (False: "
+          "cost proxy and quality only)"),
+]
+NOTEBOOK_PARAMS["cost_latency"] = COST_LATENCY
+
+OPERATIONS = _COMMON + [
+    Param("model_name", "genlab-model", str, "registry model name the scenario registers under "
+          "(in a temporary registry of its own, never the team's)"),
+    Param("drift_shift", "knockout", str, "the production shift (kind[:intensity], see "
+          "genlab.drift_study.shifts)"),
+    Param("shift_at_request", 100, int, "production request at which the shift begins", low=1,
+          high=100_000),
+    Param("stream_requests", 400, int, "production requests monitored (one record each)",
+          low=20, high=1_000_000),
+    Param("monitor_arl0", 500, int, "production monitor: target requests to a false alarm",
+          low=20, high=100_000),
+    Param("production_window", 50, int, "production monitor: windowed-MMD window", low=5,
+          high=10_000),
+    Param("arl0_streams", 100, int, "no-drift streams measuring ARL0 on the other pool",
+          low=10, high=100_000),
+    Param("finetune_epochs", 30, int, "fine-tuning epochs from the champion after the alarm",
+          low=1, high=100_000),
+    Param("canary_share", 0.2, float, "share of requests the candidate answers", low=0.01,
+          high=0.99),
+    Param("canary_requests", 300, int, "requests before the canary decision", low=10,
+          high=1_000_000),
+    Param("request_size", 16, int, "records per request", low=1, high=1024),
+    Param("online_arl0", 1000, int, "served-output monitor: target records to a false alarm",
+          low=20, high=100_000),
+    Param("canary_alpha", 0.05, float, "level of the canary tests", low=0.001, high=0.49),
+    Param("canary_margin", 0.05, float, "canary non-inferiority margin", low=0.0, high=0.5),
+    Param("broken_noise", 2.0, float, "broken candidate: weight noise in units of each "
+          "tensor's standard deviation", low=0.0, high=100.0),
+]
+NOTEBOOK_PARAMS["operations"] = OPERATIONS
+
+SECURITY = _COMMON + [
+    Param("full", False, bool, "full setting: poison rates 0.005/0.02/0.1, the run's own epochs, "
+          "5 loop generations, 50 drift batches per budget"),
+    Param("poison_rates", None, (list, str, float), "poison rates (shares of the members, each in (0, 0.5]); "
+          "None = [0.02, 0.1] (full: [0.005, 0.02, 0.1])", optional=True),
+    Param("epochs", None, int, "epochs of every model the study trains (clean, poisoned, "
+          "screened, loop generations); None = 30 (full: the run's max_epochs)", low=1,
+          high=100_000, optional=True),
+    Param("target_class", 0, int, "backdoor: the class triggered records are relabelled to "
+          "(conditional models)", low=0),
+    Param("duplicate_sources", 10, int, "near-duplicate poison: members that are copied",
+          low=1, high=10_000),
+    Param("n_samples", None, int, "samples drawn per model; None = as many as holdout_b",
+          low=20, high=1_000_000, optional=True),
+    Param("n_draws", 10, int, "seeded subsamples per FD/recall interval", low=2, high=10_000),
+    Param("adversarial_eps", 0.1, float, "the L-infinity budget the headline reports attacks "
+          "at (one of the grid 0, 0.025, 0.05, 0.1, 0.2, 0.3 of the [0, 1] range)",
+          choices=(0.0, 0.025, 0.05, 0.1, 0.2, 0.3)),
+    Param("n_adversarial", 100, int, "records attacked per budget", low=10, high=100_000),
+    Param("pgd_steps", 20, int, "PGD steps", low=1, high=10_000),
+    Param("alpha", 0.05, float, "significance level of the drift tests", low=0.001, high=0.5),
+    Param("drift_batch", 100, int, "production batch size of the drift-evasion test", low=10,
+          high=100_000),
+    Param("drift_trials", 10, int, "production batches per budget (full: at least 50)", low=2,
+          high=10_000),
+    Param("n_permutations", 100, int, "MMD permutations", low=19, high=100_000),
+    Param("evasion_max_detection", 0.5, float, "a budget evades the drift tests when both flag "
+          "at most this share of the batches", low=0.0, high=1.0),
+    Param("generations", 3, int, "feedback loops: generations after generation 0 (full: 5)",
+          low=1, high=100),
+]
+NOTEBOOK_PARAMS["security"] = SECURITY
 
 # Names a kernel defines by itself; everything else at top level after the parameters cell is
 # a parameter (or a typo of one).
@@ -367,9 +468,14 @@ TrainParams = _params_class("train", "TrainParams")
 EvaluateParams = _params_class("evaluate", "EvaluateParams")
 PrivacyAuditParams = _params_class("privacy_audit", "PrivacyAuditParams")
 DriftStudyParams = _params_class("drift_study", "DriftStudyParams")
+CostLatencyParams = _params_class("cost_latency", "CostLatencyParams")
+OperationsParams = _params_class("operations", "OperationsParams")
+SecurityParams = _params_class("security", "SecurityParams")
 PARAMS: dict[str, type[Params]] = {"train": TrainParams, "evaluate": EvaluateParams,
                                    "privacy_audit": PrivacyAuditParams,
-                                   "drift_study": DriftStudyParams}
+                                   "drift_study": DriftStudyParams,
+                                   "cost_latency": CostLatencyParams,
+                                   "operations": OperationsParams, "security": SecurityParams}
 
 
 def typed(notebook: str, values: Mapping[str, Any] | None = None, **kw: Any) -> Params:

@@ -201,3 +201,32 @@ def conditional_accuracy_bars(slices: Sequence[dict], overall: float | None,
     ax.set(xticks=np.arange(len(names)), xticklabels=names, ylim=(0, 1), ylabel="accuracy", title=title)
     fig.tight_layout()
     return fig
+
+
+def cost_pareto(points: dict, recommended: str | None, xlabel: str,
+                title: str = "Cost against quality (FD / the fp32 reference's FD)"):
+    """One point per variant: ``points[name] = (cost, fd_ratio)``; cost on a log axis, the
+    recommended variant circled, the reference's level (1) dashed, the Pareto front joined."""
+    fig, ax = plt.subplots()
+    names = [n for n, (c, r) in points.items() if c and r is not None]
+    xs = np.array([points[n][0] for n in names], dtype=float)
+    ys = np.array([points[n][1] for n in names], dtype=float)
+    ax.scatter(xs, ys, s=25)
+    for n, x, y in zip(names, xs, ys):
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    order = np.argsort(xs, kind="stable")
+    front, best = [], np.inf
+    for i in order:
+        if ys[i] < best:
+            front.append(i)
+            best = ys[i]
+    ax.plot(xs[front], ys[front], color="grey", linewidth=1, label="Pareto front")
+    if recommended in names:
+        i = names.index(recommended)
+        ax.scatter([xs[i]], [ys[i]], s=160, facecolors="none", edgecolors="red", label="recommended")
+    ax.axhline(1.0, linestyle="--", color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel="FD / FD of fp32", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

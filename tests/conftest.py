@@ -8,7 +8,13 @@ purpose)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -79,6 +85,43 @@ def train_ddpm():
     return _train_ddpm
 
 
+def _perturbed_model(kind: str, hp: dict, seed: int = 0):
+    """A tiny untrained model of ``kind`` with every weight jittered (the DDPM's zero-initialised
+    output layer included, its EMA set to the jittered weights): non-trivial outputs in seconds."""
+    training.seed_everything(seed)
+    model = build_model(kind, [1, 8, 8], **hp).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        if kind == "ddpm":
+            model.ema.load_state_dict(model.net.state_dict())
+    return model
+
+
+@pytest.fixture(scope="session")
+def perturbed_model():
+    """The jittered-tiny-model builder (a function: tests choose kind and hyper-parameters)."""
+    return _perturbed_model
+
+
+@pytest.fixture
+def chromium():
+    """Run headless Chromium on a page (`--dump-dom URL`, `--screenshot=PNG URL`); skips the
+    test where Debian's chromium is not installed."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+
+    def run(*args):
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}"]
+        return subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=120)
+
+    return run
+
+
 @pytest.fixture
 def one_thread():
     """One BLAS and one torch thread: tiny networks run 5-10× slower with two threads on a
@@ -129,3 +172,124 @@ def vae_run(tmp_path_factory, digits, digits_spec) -> RunFolder:
                        cfg=training.TrainConfig(max_epochs=30, batch_size=64, seed=0))
     shutil.copyfile(res.last_ckpt, run.model_ckpt)
     return run
+
+
+@pytest.fixture
+def headline_run(tmp_path):
+    """A run folder built from recorded headline JSON (tests/operations/data/, a default digits
+    run) with stand-in reports, a stand-in checkpoint and a training notebook whose sample cell
+    shows a PNG: for the front page, the model card and the registry, without training."""
+    import base64
+    import io
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = tmp_path / "run-a"
+    (run / "artifacts").mkdir(parents=True)
+    for path in sorted((Path(__file__).parent / "operations" / "data").glob("*.json")):
+        shutil.copy(path, run / path.name)
+        (run / f"{path.stem}.html").write_text(f"<html><body>{path.stem}</body></html>\n")
+    (run / "artifacts" / "model.ckpt").write_bytes(b"stand-in checkpoint of run-a")
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    ax.imshow(np.arange(64).reshape(8, 8), cmap="gray")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    cell = {"cell_type": "code", "source": "report.samples()", "metadata": {},
+            "outputs": [{"output_type": "display_data", "data": {"image/png": png}}]}
+    (run / "01_train.ipynb").write_text(json.dumps({"cells": [cell], "metadata": {}}))
+    return run
+
+
+# ----------------------------------------------------------------------------- serving
+# Run folders of every model kind for serving, and a real server on 127.0.0.1 in a thread. The
+# VAE is the session's trained ``tiny_run``; the others are small models written untrained
+# (seeded weights): serving does not care what the weights learnt, only that the checkpoint
+# loads and samples.
+SMALL = {
+    "vae": dict(latent_dim=4, arch="mlp", width=16, depth=1),
+    "gan": dict(latent_dim=4, arch="mlp", width=16, depth=1),
+    "ddpm": dict(width=8, timesteps=20, sampling_steps=4),
+}
+
+
+def write_run(folder, kind: str, conditional: bool, data_shape=(1, 8, 8), spec=None):
+    """A run folder holding ``artifacts/model.ckpt`` of a small seeded ``kind`` model."""
+    training.seed_everything(0)
+    model = build_model(kind, list(data_shape), n_classes=10 if conditional else 0, **SMALL[kind])
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    if spec is not None:
+        spec.save(folder / "artifacts" / "data_spec.json")
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)},
+               folder / "artifacts" / "model.ckpt")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory, tiny_run, digits_spec):
+    """``{(kind, conditional): run folder}`` for vae/gan/ddpm, unconditional and conditional."""
+    runs = {("vae", False): tiny_run.path}
+    for kind in ("vae", "gan", "ddpm"):
+        for cond in (False, True):
+            if (kind, cond) not in runs:
+                runs[(kind, cond)] = write_run(tmp_path_factory.mktemp(f"{kind}-{cond}"), kind,
+                                               cond, spec=digits_spec)
+    return runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(run_dir, *, candidate=None, share: float = 0.0, **config):
+    """A genlab server for ``run_dir`` on 127.0.0.1 (a uvicorn thread), stopped on exit."""
+    import uvicorn
+
+    from genlab.serve.app import Arm, ServeConfig, create_app
+    from genlab.serve.sampler import load_sampler
+
+    champion = Arm("champion", str(run_dir), load_sampler(run_dir))
+    second = None if candidate is None else Arm("candidate", str(candidate),
+                                                load_sampler(candidate))
+    app = create_app(champion, ServeConfig(**config), second, share)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    server.install_signal_handlers = lambda: None  # a thread cannot own signals
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def port() -> int:
+    """A free loopback port."""
+    return free_port()
+
+
+@pytest.fixture
+def serve_at():
+    return running
+
+
+@pytest.fixture(scope="session")
+def fresh_run():
+    return write_run

@@ -291,6 +291,12 @@ def wilson_ci(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, floa
     return float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))
 
 
+def binomial_band_high(n: int, alpha: float, level: float = 0.05) -> int:
+    """The most false alarms in n no-drift trials a test at level α may raise before a
+    one-sided binomial test at `level` calls it mis-calibrated."""
+    return int(stats.binom.isf(level, n, alpha))
+
+
 def calibration_flag(k: int, n: int, alpha: float, level: float = 0.05) -> str:
     """'mis-calibrated' if k false alarms in n no-drift trials are more than Binomial(n, α) allows
     at one-sided `level`; 'conservative' if fewer; else 'ok'."""

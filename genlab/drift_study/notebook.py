@@ -31,6 +31,7 @@ class DriftReport:
         self.opened = o = open_run(p)
         self.run, self.ds = o.run, o.ds
         self.reference = o.ds.x[o.spec.pool("holdout_a")]
+        self.calibration = o.ds.x[o.spec.pool("val")]  # the monitor's thresholds, never measured on
         prod_idx = o.spec.pool("holdout_b")
         generated = o.model.sample(len(prod_idx), seed=p.seed).numpy()
         self.pool = Pool(o.ds.x[prod_idx], None if o.ds.y is None else o.ds.y[prod_idx], generated)
@@ -90,7 +91,7 @@ class DriftReport:
     def monitor(self) -> None:
         p = self.p
         self.mon = mon = monitor.run_monitor(self.reference, self.pool, self.reps,
-                                                 monitor.MonitorConfig.from_params(p))
+                                             monitor.MonitorConfig.from_params(p), self.calibration)
         det, (ex_shift, ex_path) = "window_mmd", mon.examples["window_mmd"]
         plots.monitor_path(ex_path, mon.thresholds[det], p.drift_start,
                            title=f"windowed MMD, one stream, drift = {ex_shift}")
@@ -98,8 +99,11 @@ class DriftReport:
     def monitor_tables(self) -> Table:
         mon = self.mon
         display(Table([{"detector": k, "threshold": mon.thresholds[k], **v} for k, v in mon.arl0.items()],
-                      title=f"ARL0 measured on no-drift production streams (target "
-                            f"{self.p.arl0_target})", digits=4))
+                      title=f"ARL0 measured on no-drift production streams (holdout_b), "
+                            f"thresholds calibrated on val (target {self.p.arl0_target})", digits=4))
+        display(Table(mon.calibration_sizes, digits=3,
+                      title="How much calibration data: ARL0 on holdout_b streams with thresholds "
+                            "calibrated on random subsets of val"))
         return Table(mon.delays, title="Detection delay after drift onset (records)", digits=4)
 
     def retrain(self) -> Table:
@@ -148,5 +152,6 @@ class DriftReport:
         tables = {"detection": rows, "false_alarms": self.false_alarm_rows,
                   "detection_by_size": self.by_size, "monitor_arl0": mon.arl0,
                   "monitor_thresholds": mon.thresholds, "monitor_delays": mon.delays,
+                  "monitor_calibration_sizes": mon.calibration_sizes,
                   "production": self.production_rows}
         return numbers, tables

@@ -55,7 +55,8 @@ def c2st_auc(real, fake, *, folds: int = 5, seed: int = 0) -> float:
 def fit_classifier(x, y, n_classes: int):
     """Multinomial logistic regression on flattened records (deterministic lbfgs).
 
-    Classes absent from `y` get probability 0 in `predict_proba`'s padded output."""
+    Classes absent from `y` get probability 0 in `predict_proba`'s padded output; the fitted
+    scikit-learn model is `proba.estimator`."""
     from sklearn.linear_model import LogisticRegression
 
     flat = check_features(flatten(x), "x")
@@ -74,6 +75,7 @@ def fit_classifier(x, y, n_classes: int):
         out[:, clf.classes_] = p
         return out
 
+    proba.estimator = clf  # the fitted model, for attacks that need its coefficients
     return proba
 
 

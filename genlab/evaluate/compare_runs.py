@@ -92,10 +92,10 @@ def compare_runs(p: EvaluateParams, first: tuple | None = None) -> Comparison:
         kind = getattr(c.model, "model_kind", "model")
         rows.append({**ev.rows[0], "row": f"{name} ({kind})"})
     rows += [dict(r) for r in evs[0].rows[1:]]
-    floor, base = evs[0].rows[1:]
+    references = evs[0].rows[1:]  # floor, noise, GMM: computed once, for the first run
     heads = {}
     for name, ev, c in zip(names, evs, ctxs):
-        full = dataclasses.replace(ev, rows=[ev.rows[0], floor, base])
+        full = dataclasses.replace(ev, rows=[ev.rows[0], *references])
         heads[name] = E.headline(full, ext, c)
     return Comparison(names, dirs, fp0, rows, heads, comparison_dir(dirs))
 

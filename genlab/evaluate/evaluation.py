@@ -29,6 +29,7 @@ import torch
 
 from genlab import data as D
 from genlab.evaluate import features as F
+from genlab.evaluate import sanity
 from genlab.evaluate import metrics as M
 from genlab.evaluate import classifier_metrics as U
 from genlab.models import is_conditional
@@ -80,8 +81,20 @@ def load_context(p: EvaluateParams) -> Context:
     return Context(opened.run, opened.ds, opened.spec, opened.model, source)
 
 
+def extractor_kind(ctx: Context, p: EvaluateParams) -> tuple[str, str]:
+    """(the feature space to use, why): 'auto' takes the classifier when the data have labels
+    and raw pixels otherwise, so a user's unlabelled images evaluate end to end."""
+    if p.feature_extractor != "auto":
+        return p.feature_extractor, "chosen by the feature_extractor parameter"
+    if ctx.ds.y is None:
+        return "pixels", (f"auto: data set {ctx.ds.name!r} has no labels, so no classifier can be "
+                          f"trained; raw pixels need none (class slices, conditional accuracy "
+                          f"and TSTR are null)")
+    return "classifier", f"auto: data set {ctx.ds.name!r} has labels"
+
+
 def make_extractor(ctx: Context, p: EvaluateParams):
-    kind = p.feature_extractor
+    kind = extractor_kind(ctx, p)[0]
     if kind == "classifier":
         return F.load_or_train_extractor(ctx.run, ctx.ds, ctx.spec, seed=p.seed)
     if kind == "pixels":
@@ -108,9 +121,33 @@ def noise_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> 
     return (np.clip(x, 0, 1) if is_image else x).astype(np.float32)
 
 
+GMM_COMPONENTS, GMM_PCA_DIMS = 40, 20
+
+
+def gmm_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> np.ndarray:
+    """A classical generator to beat: scikit-learn's GaussianMixture (40 full-covariance
+    components) on a 20-d PCA of the members, sampled and mapped back (the recipe of
+    scikit-learn's digits density-estimation example). A deep model that does not beat it on
+    these data has not earned its cost; fewer components / dimensions on small data."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    flat = members_x.reshape(len(members_x), -1).astype(np.float64)
+    dims = max(1, min(GMM_PCA_DIMS, flat.shape[1], len(flat) - 1))
+    k = max(1, min(GMM_COMPONENTS, len(flat) // (2 * dims)))
+    pca = PCA(n_components=dims, whiten=False, random_state=seed).fit(flat)
+    gmm = GaussianMixture(n_components=k, covariance_type="full", random_state=seed,
+                          reg_covar=1e-4).fit(pca.transform(flat))
+    gmm.random_state = np.random.RandomState([seed, 8])
+    z = gmm.sample(n)[0][np.random.default_rng([seed, 9]).permutation(n)]  # sample() groups by component
+    x = pca.inverse_transform(z).reshape(n, *members_x.shape[1:])
+    return (np.clip(x, 0, 1) if is_image else x).astype(np.float32)
+
+
 def candidates(ctx: Context, ext, p: EvaluateParams, *, references: bool = True
                ) -> tuple[list[Candidate], Candidate]:
-    """(rows: model, real-vs-real floor, baseline; the real reference holdout_b).
+    """(rows: model, real-vs-real floor, noise baseline, GMM baseline; the real reference
+    holdout_b).
 
     With ``references=False`` only the model row (the comparison of several runs computes the
     floor and baseline rows once, for the first run)."""
@@ -145,6 +182,7 @@ def candidates(ctx: Context, ext, p: EvaluateParams, *, references: bool = True
         rows += [
             make("real (holdout_a)", ds.x[a], ds.y[a] if ds.y is not None else None),
             make("baseline (noise)", noise_baseline(ds.x[mem], len(gx), p.seed, ds.is_image)),
+            make("baseline (GMM)", gmm_baseline(ds.x[mem], len(gx), p.seed, ds.is_image)),
         ]
     ref = make("reference (holdout_b)", ds.x[b], ds.y[b] if ds.y is not None else None)
     return rows, ref
@@ -175,15 +213,17 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     def put(name, est: M.Estimate):
         out.update(est.as_dict(name))
 
-    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw))
+    unit, positive = dict(bounds=(0.0, 1.0)), dict(bounds=(0.0, None))
+    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw, **positive))
     out["fd_full_n"] = M.frechet_distance(c.f, ref.f)
     curve = M.fd_infinity(c.f, ref.f, draws=max(3, p.n_draws // 4), seed=p.seed,
-                          level=p.ci_level)
+                          level=p.ci_level, ci_draws=max(20, p.n_draws))
     out.update({"fd_infinity": curve["fd_infinity"], "fd_infinity_ci_low": curve["ci_low"],
                 "fd_infinity_ci_high": curve["ci_high"]})
     put("kid", M.subsample_ci(M.mmd2_poly, [c.f, ref.f], [m, m], **kw))
     if c.proba is not None:
-        put("inception_score", M.subsample_ci(M.inception_score, [c.proba], [m], **kw))
+        put("inception_score", M.subsample_ci(M.inception_score, [c.proba], [m], **kw,
+                                              bounds=(1.0, None)))
     else:
         out["inception_score"] = None
         out["inception_score_na_reason"] = "no classifier head (feature_extractor='pixels')"
@@ -195,12 +235,15 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     else:
         for name in ("precision", "recall", "density", "coverage"):
             put(name, M.subsample_ci(lambda r, f, name=name: M.prdc(r, f, k)[name],
-                                     [ref.f, c.f], [m, m], **kw))
-    put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw))
+                                     [ref.f, c.f], [m, m], **kw,
+                                     **(positive if name == "density" else unit)))
+    put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw,
+                                       **unit))
     put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p.seed),
-                                   [ref.f, c.f], [m, m], **kw))
+                                   [ref.f, c.f], [m, m], **kw, **unit))
     if c.proba is not None and c.label_source in INTENDED_LABELS:
-        put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw))
+        put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw,
+                                                   **unit))
     else:
         out["conditional_accuracy"] = None
         out["conditional_accuracy_na_reason"] = (
@@ -224,8 +267,11 @@ def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: Evaluat
     mt and seed, hence the same test subsets: ECE is biased upward at small n, so two ECEs are only
     comparable at one n."""
     kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
-    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_accuracy")
-    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw).as_dict(f"{prefix}_ece"))
+    unit = (0.0, 1.0)
+    out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw,
+                         bounds=unit).as_dict(f"{prefix}_accuracy")
+    out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw,
+                              bounds=unit).as_dict(f"{prefix}_ece"))
     out[f"{prefix}_ece_n"] = mt
     return out
 
@@ -286,10 +332,17 @@ def utility_metrics(c: Candidate, ref_x_y, n_classes: int | None, mt: int, p: Ev
     return out
 
 
+SLICE_DRAWS = 5
+
+
 def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams,
                  names) -> tuple[list[dict], list[str]]:
-    """Per class: shares, and precision/recall/coverage and FD where both slices are big enough."""
-    rows, notes = [], []
+    """Per class: shares, and precision/recall/coverage and FD where both slices are big enough.
+
+    FD and the k-NN metrics depend on the sample size (FD is biased upward at small n), so
+    every judged class is measured at one size m, the smallest judged slice, as the mean over
+    `SLICE_DRAWS` seeded subsamples without replacement: classes then compare with each other."""
+    rows, notes, judged = [], [], {}
     for k in range(n_classes):
         rf, cf = ref.f[ref.labels == k], c.f[c.labels == k]
         row: dict[str, Any] = {"class": names[k], "n_real": len(rf), "n_generated": len(cf)}
@@ -301,15 +354,26 @@ def class_slices(c: Candidate, ref: Candidate, n_classes: int, p: EvaluateParams
                       f"fewer than min_slice={p.min_slice}")
             if len(cf) == 0:
                 reason = "no generated records in this class (mode dropped)"
-            row.update({"precision": None, "recall": None, "coverage": None, "fd": None,
-                        "note": reason})
+            row.update({"m": None, "precision": None, "recall": None, "coverage": None,
+                        "fd": None, "note": reason})
             notes.append(f"class {names[k]}: {reason}")
         else:
-            kk = min(p.nearest_k, min(len(rf), len(cf)) - 1)
-            row.update({key: v for key, v in M.prdc(rf, cf, kk).items() if key != "density"})
-            row["fd"] = M.frechet_distance(cf, rf)
-            row["note"] = ""
+            judged[k] = (rf, cf)
         rows.append(row)
+    if judged:
+        m = min(min(len(rf), len(cf)) for rf, cf in judged.values())
+        kk = min(p.nearest_k, m - 1)
+        for k, (rf, cf) in judged.items():
+            rng = np.random.default_rng([p.seed, 13, k])
+            draws = []
+            for _ in range(SLICE_DRAWS):
+                r_sub = rf[rng.choice(len(rf), m, replace=False)]
+                c_sub = cf[rng.choice(len(cf), m, replace=False)]
+                d = {key: v for key, v in M.prdc(r_sub, c_sub, kk).items() if key != "density"}
+                d["fd"] = M.frechet_distance(c_sub, r_sub)
+                draws.append(d)
+            rows[k].update({"m": m, **{key: float(np.mean([d[key] for d in draws]))
+                                       for key in draws[0]}, "note": ""})
     return rows, notes
 
 
@@ -383,7 +447,7 @@ def likelihood(ctx: Context, p: EvaluateParams) -> dict[str, float]:
 def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
     """Flat numbers: the model row with CIs; beside every fidelity metric its real-vs-real floor
     (`<metric>_real_vs_real`) and noise row (`<metric>_baseline`)."""
-    model, floor, base = ev.rows
+    model, floor, base, gmm = ev.rows
     out: dict[str, Any] = {"samples_source": ctx.samples_source, "n": model["n"], "m": model["m"]}
     for key in ("fd", "fd_full_n", "fd_infinity", *HEADLINE_METRICS[1:], *PSEUDO_KEYS,
                 "trtr_accuracy", "trtr_ece", "class_tv"):
@@ -401,7 +465,8 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
             out[key] = model[key]
     for row, tag, keys in ((floor, "real_vs_real", (*SANITY_METRICS, "tstr_accuracy",
                                                     "conditional_accuracy", PSEUDO_KEYS[0])),
-                           (base, "baseline", (*SANITY_METRICS, PSEUDO_KEYS[0]))):
+                           (base, "baseline", (*SANITY_METRICS, PSEUDO_KEYS[0])),
+                           (gmm, "gmm", SANITY_METRICS)):
         for key in keys:
             for suffix in ("", "_ci_low", "_ci_high"):
                 if row.get(key + suffix) is not None:
@@ -418,6 +483,7 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
     out["fd_ratio_to_floor"] = model["fd"] / floor["fd"] if floor["fd"] > 0 else None
     if out["fd_ratio_to_floor"] is None:
         out["fd_ratio_to_floor_na_reason"] = "the real-vs-real FD is 0"
+    out.update(versus_gmm(model, gmm))
     out["extractor"] = ext.name
     out["extractor_accuracy"] = ext.accuracy
     if ext.accuracy is None:
@@ -430,7 +496,19 @@ def headline(ev: Evaluation, ext, ctx: Context) -> dict[str, Any]:
         out["conditional_accuracy_min_class_na_reason"] = model.get(
             "conditional_accuracy_na_reason", "no per-class requests to judge")
     out.update(ev.likelihood)
+    out.update(sanity.sanity_headline(out))
     return out
+
+
+def versus_gmm(model: dict, gmm: dict) -> dict[str, Any]:
+    """`fd_ratio_to_gmm` and `beats_gmm`: the model's FD interval lies wholly below the GMM
+    baseline's (False when the intervals overlap or the GMM is better)."""
+    if gmm.get("fd") is None or gmm["fd"] <= 0:
+        reason = "the GMM baseline's FD is missing or 0"
+        return {"fd_ratio_to_gmm": None, "fd_ratio_to_gmm_na_reason": reason,
+                "beats_gmm": None, "beats_gmm_na_reason": reason}
+    return {"fd_ratio_to_gmm": model["fd"] / gmm["fd"],
+            "beats_gmm": bool(model["fd_ci_high"] < gmm["fd_ci_low"])}
 
 
 def nearest_members(ctx: Context, ext, x: np.ndarray) -> np.ndarray:

@@ -53,23 +53,50 @@ def fd_curve(f1, f2, ns: Sequence[int], *, draws: int = 5, seed: int = 0) -> np.
     return out
 
 
-def fd_infinity(f1, f2, *, n_points: int = 8, draws: int = 10, seed: int = 0,
-                level: float = 0.95) -> dict:
-    """FD∞: intercept of a least-squares line FD(N) = FD∞ + slope/N (Chong & Forsyth 2020).
+def _fd_infinity_fit(curves: np.ndarray, ns: np.ndarray) -> np.ndarray:
+    """Least-squares (FD∞, slope) of FD(N) = FD∞ + slope/N; `curves` is draws × len(ns)."""
+    design = np.stack([np.ones(len(ns)), 1.0 / ns], axis=1)
+    return np.linalg.lstsq(design, np.atleast_2d(curves).T, rcond=None)[0]
 
-    N runs over `n_points` sizes from a quarter of the smaller set to all of it. The point
-    estimate fits the mean curve; the CI is the spread of per-draw fits."""
-    n_max = min(len(f1), len(f2))
+
+def _fd_sizes(n_max: int, n_points: int) -> np.ndarray:
     ns = np.unique(np.linspace(max(2, n_max // 4), n_max, n_points).round().astype(int))
     if len(ns) < 2:
         raise MetricInputError(f"FD∞ needs at least 2 distinct sample sizes, got n={n_max}")
-    curves = fd_curve(f1, f2, ns, draws=draws, seed=seed)
-    design = np.stack([np.ones(len(ns)), 1.0 / ns], axis=1)
-    coef_mean = np.linalg.lstsq(design, curves.mean(0), rcond=None)[0]
-    per_draw = np.linalg.lstsq(design, curves.T, rcond=None)[0][0]
-    lo, hi = np.quantile(per_draw, [(1 - level) / 2, (1 + level) / 2])
-    return {"fd_infinity": float(coef_mean[0]), "slope": float(coef_mean[1]),
-            "ci_low": float(lo), "ci_high": float(hi), "ns": ns.tolist(),
+    return ns
+
+
+def fd_infinity(f1, f2, *, n_points: int = 8, draws: int = 10, seed: int = 0,
+                level: float = 0.95, ci_draws: int = 20) -> dict:
+    """FD∞: intercept of a least-squares line FD(N) = FD∞ + slope/N (Chong & Forsyth 2020).
+
+    N runs over `n_points` sizes from a quarter of the smaller set to all of it; the point
+    estimate fits the mean of `draws` curves. The interval varies what a repeat of the
+    experiment would vary, the records of both sets: each of `ci_draws` (≥ 20) draws takes a
+    fresh half of each set without replacement (duplicates would inflate FD) and fits FD∞ on
+    it; the interval is the percentile range of those fits. A fit on half the records is noisier
+    than one on all of them, so the interval is conservative (wider than the estimator's own).
+    It is not the spread of several curves through the same two full sets, which only measures
+    the subsampling inside one fixed pair of pools."""
+    a, b = check_features(f1, "f1"), check_features(f2, "f2")
+    if ci_draws < 20:
+        raise MetricInputError(f"ci_draws: expected at least 20 draws, got {ci_draws}")
+    n_max = min(len(a), len(b))
+    ns = _fd_sizes(n_max, n_points)
+    curves = fd_curve(a, b, ns, draws=draws, seed=seed)
+    fd_inf, slope = _fd_infinity_fit(curves.mean(0), ns)[:, 0]
+    rng = np.random.default_rng([seed, 1])
+    half_ns = _fd_sizes(n_max // 2, n_points)
+    fits = []
+    for i in range(ci_draws):
+        ha = a[rng.choice(len(a), n_max // 2, replace=False)]
+        hb = b[rng.choice(len(b), n_max // 2, replace=False)]
+        fits.append(_fd_infinity_fit(fd_curve(ha, hb, half_ns, draws=1, seed=[seed, 2, i]),
+                                     half_ns)[0, 0])
+    lo, hi = np.quantile(fits, [(1 - level) / 2, (1 + level) / 2])
+    return {"fd_infinity": float(fd_inf), "slope": float(slope),
+            "ci_low": float(lo), "ci_high": float(hi), "ci_draws": int(ci_draws),
+            "ci_n": int(n_max // 2), "ns": ns.tolist(),
             "fd_mean": curves.mean(0).tolist(), "curves": curves}
 
 
@@ -288,9 +315,15 @@ def authenticity(members, samples, *, budget_bytes: int = 32 << 20) -> float:
     """Share of samples whose nearest member m is at least as far as m's own nearest member.
 
     A sample closer to a training record than any other training record is (a near-copy)
-    counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9."""
+    counts as not authentic; copies of the members give 0, real unseen data ≈ 0.5-0.9.
+    Members are compared as *distinct* records: a member present twice would otherwise have its
+    twin at distance 0 as nearest member, and an exact copy of it (distance 0 >= 0) would count
+    as authentic."""
     m, s = check_features(members, "members"), check_features(samples, "samples", min_n=1)
     same_dim(m, s, "members", "samples")
+    m = np.unique(m, axis=0)
+    if len(m) < 2:
+        raise MetricInputError(f"members: expected at least 2 distinct records, got {len(m)}")
     mm, ss = np.einsum("ij,ij->i", m, m), np.einsum("ij,ij->i", s, s)
     nn_member = np.empty(len(m))
     step = _chunk_rows(len(m), budget_bytes)
@@ -322,14 +355,20 @@ class Estimate:
         return {name: self.value, f"{name}_ci_low": self.ci_low, f"{name}_ci_high": self.ci_high}
 
 
+PERCENTILE_MIN_DRAWS = 100  # below this, a normal interval (see subsample_ci)
+
+
 def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[int | None], *,
-                 draws: int = 20, seed: int = 0, level: float = 0.95) -> Estimate:
+                 draws: int = 20, seed: int = 0, level: float = 0.95,
+                 bounds: tuple[float | None, float | None] = (None, None)) -> Estimate:
     """`metric(*subsets)` over `draws` seeded subsamples without replacement.
 
     `sets[i]` is an array or a tuple of arrays indexed together (features with their labels),
     passed on as consecutive arguments;
     `sizes[i]` is its subsample size (None = use the whole set each time). The point estimate
-    is the mean over the draws and the CI their percentile range, both at the same sizes."""
+    is the mean over the draws. The interval is their percentile range from
+    `PERCENTILE_MIN_DRAWS` draws on, and mean ± z·sd (clipped to `bounds`) below: extreme
+    quantiles of a few draws are too unstable to publish."""
     if draws < 1:
         raise MetricInputError(f"draws: expected an int >= 1, got {draws!r}")
     if not 0 < level < 1:
@@ -356,6 +395,16 @@ def subsample_ci(metric: Callable[..., float], sets: Sequence, sizes: Sequence[i
     if not np.isfinite(v).all():
         raise MetricInputError(f"metric returned non-finite values on {int((~np.isfinite(v)).sum())}"
                                f" of {draws} subsamples")
-    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    if draws >= PERCENTILE_MIN_DRAWS:
+        lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    else:
+        # the 2.5% / 97.5% quantiles of 20 draws rest on the two most extreme values and jump
+        # between seeds; mean ± z·sd uses every draw. Clipped to the metric's range (`bounds`).
+        from scipy.stats import norm
+
+        half = norm.ppf((1 + level) / 2) * (v.std(ddof=1) if draws > 1 else 0.0)
+        lo, hi = np.clip([v.mean() - half, v.mean() + half],
+                         -np.inf if bounds[0] is None else bounds[0],
+                         np.inf if bounds[1] is None else bounds[1])
     m_stated = min(m for m in ms if m is not None) if any(m is not None for m in ms) else 0
     return Estimate(float(v.mean()), float(lo), float(hi), int(m_stated), draws, v)

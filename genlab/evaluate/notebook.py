@@ -8,7 +8,7 @@ from typing import Any
 from IPython.display import display
 
 from genlab import plots
-from genlab.evaluate import compare_runs, evaluation
+from genlab.evaluate import compare_runs, evaluation, sanity
 from genlab.ops.reports import Table, provenance, provenance_table, write_headline
 from genlab.params import EvaluateParams
 
@@ -48,6 +48,21 @@ def pseudo_label_note(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gmm_note(rows: list[dict]) -> str:
+    """Plainly: does the model beat the classical GMM baseline on FD (intervals apart)?"""
+    model, gmm = rows[0], next((r for r in rows if r["row"] == "baseline (GMM)"), None)
+    if gmm is None or gmm.get("fd") is None:
+        return "GMM baseline: not computed"
+    v = evaluation.versus_gmm(model, gmm)
+    verdict = ("beats it" if v["beats_gmm"] else
+               "does NOT beat it: a Gaussian mixture on a PCA of the members does as well or better")
+    return (f"Classical baseline (GaussianMixture, {evaluation.GMM_COMPONENTS} components, "
+            f"{evaluation.GMM_PCA_DIMS}-d PCA of the members): FD {gmm['fd']:.3g} "
+            f"[{gmm['fd_ci_low']:.3g}, {gmm['fd_ci_high']:.3g}]; the model's FD {model['fd']:.3g} "
+            f"[{model['fd_ci_low']:.3g}, {model['fd_ci_high']:.3g}] is {v['fd_ratio_to_gmm']:.2f}x "
+            f"it: the model {verdict}")
+
+
 class EvaluateReport:
     """`02_evaluate.ipynb`, one method per section."""
 
@@ -64,7 +79,9 @@ class EvaluateReport:
 
     def feature_space(self) -> Table:
         self.ext = ext = evaluation.make_extractor(self.ctx, self.p)
-        return Table.from_mapping({"extractor": ext.name, "num_features": ext.num_features,
+        return Table.from_mapping({"extractor": ext.name,
+                                   "chosen": evaluation.extractor_kind(self.ctx, self.p)[1],
+                                   "num_features": ext.num_features,
                                    "n_classes": ext.n_classes,
                                    "accuracy_pools": "+".join(ext.accuracy_pools) or "-",
                                    "samples": self.ctx.samples_source}, title="Feature extractor")
@@ -72,8 +89,9 @@ class EvaluateReport:
     def metrics(self) -> Table:
         self.ev = evaluation.evaluate(self.ctx, self.ext, self.p)
         print(pseudo_label_note(self.ev.rows))
-        return metrics_table(self.ev.rows, "Model vs real-vs-real floor vs noise baseline "
-                                           "(reference: holdout_b)")
+        print(gmm_note(self.ev.rows))
+        return metrics_table(self.ev.rows, "Model vs real-vs-real floor vs noise and GMM "
+                                           "baselines (reference: holdout_b)")
 
     def fd_curves(self) -> None:
         plots.fd_vs_inverse_n(self.ev.fd_curves)
@@ -102,8 +120,12 @@ class EvaluateReport:
 
     def headline(self) -> Table:
         numbers = evaluation.headline(self.ev, self.ext, self.ctx)
+        checks = sanity.sanity_checks(numbers)
+        failed = [r for r in checks if not r["passed"]]
+        print(f"Sanity rows: {len(checks) - len(failed)} of {len(checks)} checks pass (floor best, "
+              f"noise worst, intervals apart)" + "".join(f"\n  FAILS {r['detail']}" for r in failed))
         write_headline(self.ctx.run, "02_evaluate", numbers, provenance=self.prov,
-                       tables=evaluation.tables(self.ev))
+                       tables={**evaluation.tables(self.ev), "sanity_checks": checks})
         return Table.from_mapping(numbers, title="Headline", digits=4)
 
     def compare(self) -> None:

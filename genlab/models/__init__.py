@@ -55,7 +55,8 @@ def load_model(ckpt_path, *, param: str | None = None) -> L.LightningModule:
     """Rebuild a model from a genlab/Lightning checkpoint file alone; returned in eval mode.
 
     Reads with ``weights_only=True`` (:func:`read_checkpoint`), dispatches on the ``model_kind``
-    hyper-parameter, rebuilds the module from its hyper-parameters and loads the state dict
+    hyper-parameter, rebuilds the module from its hyper-parameters (one a model added later takes
+    the value it had before, the model class's ``CHECKPOINT_DEFAULTS``) and loads the state dict
     strictly. Does not disturb the global torch RNG. ``param`` names the parameter that gave the
     path in error messages. Unusable files raise :class:`CheckpointError` (a ValueError).
     """
@@ -72,8 +73,10 @@ def load_model(ckpt_path, *, param: str | None = None) -> L.LightningModule:
             f"{label} is not a genlab checkpoint, or was written by another genlab version or model "
             f"kind: its hyper_parameters name model_kind={hp.get('model_kind')!r}, expected one of "
             f"{sorted(MODELS)}")
-    hp = dict(hp)
-    kind = hp.pop("model_kind")
+    kind = hp["model_kind"]
+    # hyper-parameters added after the checkpoint was written take their values of that time
+    hp = {**getattr(MODELS[kind], "CHECKPOINT_DEFAULTS", {}), **hp}
+    hp.pop("model_kind")
     try:
         with torch.random.fork_rng(devices=[]):
             model = MODELS[kind](**hp)

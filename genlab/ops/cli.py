@@ -1,17 +1,21 @@
 """Command line: `genlab run` executes report notebooks, `genlab params` lists their parameters.
 
-    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME]
-    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT]
-    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml]
+    genlab run [-p key=value ...] [-f params.yaml] [--only train,evaluate] [--name NAME] [--track]
+    genlab sweep sweeps/models.yaml [--workers 2 --threads 1] [--scheduler tcp://HOST:PORT] [--track]
+    genlab gate reports/<run or sweep> --rule "fd<=2.0" [-f rules.yaml] [--promote NAME]
     genlab golden [train ...] [--notebooks-only | --headlines-only] [--seeds 5]
-    genlab serve reports/<run> [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
+    genlab serve reports/<run> | models:/NAME@champion [--port 8000] [--max-batch 64] [--candidate SOURCE] ...
     genlab loadtest http://127.0.0.1:8000 --rates 5,20,80 [--requests 200 --duration 30]
+    genlab monitor requests.jsonl --run reports/<run> [--window 50 --arl0 1000] [--out m.json]
+    genlab canary requests.jsonl --run reports/<run> [--url http://127.0.0.1:8000]
     genlab params [train]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +75,7 @@ def _golden(args) -> int:
             print(f"golden: {found[short]}")
             refresh_golden(found[short])
     if not args.notebooks_only:
-        golden.write_golden([NOTEBOOKS[s] for s in found], seeds=list(range(args.seeds)),
+        golden.write_golden([NOTEBOOKS[s] for s in golden.RECORDED], seeds=list(range(args.seeds)),
                             jobs=args.jobs)
     return 0
 
@@ -91,6 +95,7 @@ def _sweep(args) -> int:
         return 2
     try:
         sweep = load_sweep(args.file, args.reports_dir)
+        mc = _tracking_client(args.track)
     except P.ParameterError as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
@@ -102,21 +107,53 @@ def _sweep(args) -> int:
         return 130
     atomic_write_text(sweep.folder / "timings.json", json.dumps(
         {r["run"]: r["seconds"] for r in rows}, indent=1, sort_keys=True) + "\n")
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    failed = any(r["status"] == "failed" for r in rows)
+    if mc is not None:
+        from genlab.operations.tracking import TrackingError, log_sweep
+
+        done = [sweep.folder / r["run"] for r in rows if r["status"] != "failed"]
+        try:
+            parent = log_sweep(sweep.folder, done, mc=mc)
+        except (TrackingError, OSError) as exc:
+            print(f"genlab: error: sweep finished, tracking failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"tracked: MLflow run {parent} with {len(done)} child runs ({mc.tracking_uri})")
+    return 1 if failed else 0
+
+
+def _tracking_client(flag: bool):
+    """An MLflow client when tracking is asked for (--track or GENLAB_TRACK), else None; a
+    missing extra is a ParameterError before any work starts."""
+    from genlab.operations.tracking import TrackingError, client, tracking_requested
+
+    if not tracking_requested(flag):
+        return None
+    try:
+        return client()
+    except TrackingError as exc:
+        raise P.ParameterError(str(exc)) from None
 
 
 def _gate(args) -> int:
-    from genlab.ops.gate import GateError, evaluate, load_rules
+    from genlab.operations.promotion import gate_and_promote
+    from genlab.operations.tracking import TrackingError
+    from genlab.ops.gate import GateError, load_rules
     from genlab.ops.reports import Table
 
     try:
-        rows = evaluate(args.target, load_rules(args.rule, args.file))
-    except GateError as exc:
+        rows, promoted = gate_and_promote(args.target, load_rules(args.rule, args.file),
+                                          args.promote, alias=args.alias)
+    except (GateError, TrackingError) as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
     print(repr(Table(rows, title=f"gate: {args.target}", digits=6)))
     failed = [r for r in rows if r["status"] != "pass"]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    if promoted:
+        print(f"registered {promoted['name']} version {promoted['version']}; alias "
+              f"'{promoted['alias']}' now points to it")
+    elif args.promote:
+        print(f"not registered: alias '{args.alias}' of {args.promote} left where it was")
     return 1 if failed else 0
 
 
@@ -146,13 +183,54 @@ def _serve(args) -> int:
     config = ServeConfig(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms,
                          max_n=args.max_n, token=token, request_log=args.request_log,
                          log_outputs=args.log_outputs)
+    from genlab.operations.tracking import TrackingError, model_resolver
+
+    registry = any(str(s).startswith("models:/") for s in (args.source, args.candidate) if s)
     try:
-        return serve(args.source, host=args.host, port=args.port, variant=args.variant,
-                     candidate=args.candidate, candidate_share=args.candidate_share,
-                     config=config)
-    except (SourceError, FileNotFoundError) as exc:
+        with model_resolver() if registry else contextlib.nullcontext():
+            return serve(args.source, host=args.host, port=args.port, variant=args.variant,
+                         candidate=args.candidate, candidate_share=args.candidate_share,
+                         config=config)
+    except (SourceError, FileNotFoundError, TrackingError) as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _online(args) -> int:
+    """`genlab monitor` (online metrics of a request log) and `genlab canary` (decide, apply)."""
+    from genlab.operations import canary, online
+    from genlab.operations.tracking import TrackingError
+    from genlab.ops.reports import Table
+    from genlab.ops.runs import atomic_write_text
+
+    try:
+        run_dir = Path(args.run)
+        if str(args.run).startswith("models:/"):
+            from genlab.operations.tracking import resolve_model_uri
+
+            run_dir = resolve_model_uri(args.run)
+        rows = online.read_log(args.log)
+        metrics = online.online_metrics(rows, run_dir, window=args.window,
+                                        arl0_target=args.arl0, alpha=args.alpha, seed=args.seed)
+    except (online.LogError, TrackingError, FileNotFoundError, ValueError) as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(repr(Table.from_mapping(metrics, title=f"online metrics: {args.log}")))
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    if args.command == "monitor":
+        return 1 if metrics["online_drift_alarm"] else 0
+    try:
+        decision = canary.decide(metrics, alpha=args.alpha, margin=args.margin,
+                                 min_records=args.min_records)
+    except ValueError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"canary: {decision.action} - {decision.reason}")
+    if args.url:
+        canary.apply(args.url, decision)
+        print(f"applied at {args.url}" if decision.action != "continue" else "nothing to apply")
+    return 0
 
 
 def _loadtest(args) -> int:
@@ -202,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (default: <model>-<dataset>-seed<seed>)")
     run.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    run.add_argument("--track", action="store_true", help="log the run to MLflow (also: "
+                     "GENLAB_TRACK=1; MLFLOW_TRACKING_URI, else mlruns/ in the project)")
     sweep = sub.add_parser("sweep", help="run a grid of parameter sets on Dask")
     sweep.add_argument("file", type=Path, help="sweep YAML (name, only, base, grid, runs)")
     sweep.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
@@ -209,10 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--scheduler", help="address of an existing Dask scheduler "
                        "(workers must share this file system)")
     sweep.add_argument("--reports-dir", type=Path, help="default: <project>/reports")
+    sweep.add_argument("--track", action="store_true", help="log to MLflow: the sweep as a "
+                       "parent run, each run as a child (also: GENLAB_TRACK=1)")
     gate = sub.add_parser("gate", help="check rules over headline JSON; non-zero exit on failure")
     gate.add_argument("target", type=Path, help="a run folder or a sweep folder")
     gate.add_argument("--rule", action="append", default=[], metavar="KEY<OP>VALUE")
     gate.add_argument("-f", "--file", action="append", default=[], metavar="RULES.YAML")
+    gate.add_argument("--promote", metavar="NAME", help="when every rule passes: register the "
+                      "run as a new version of model NAME and move --alias to it")
+    gate.add_argument("--alias", default="champion", help="alias moved by --promote")
     gold = sub.add_parser("golden", help="refresh the committed notebooks' stored outputs and "
                           "the golden headline numbers with their tolerances (tests/golden/)")
     gold.add_argument("only", nargs="*", help=f"notebooks (default: all of {list(NOTEBOOKS)})")
@@ -222,6 +307,23 @@ def main(argv: list[str] | None = None) -> int:
     gold.add_argument("--seeds", type=int, default=5, help="default runs whose spread sets the "
                       "tolerances (at least 3)")
     gold.add_argument("--jobs", type=int, default=2, help="seed runs at a time")
+    for name, text in (("monitor", "online metrics of a request log (genlab serve "
+                                    "--log-outputs): output drift, task completion, request drift"),
+                       ("canary", "promote or roll back the candidate from a request log")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("log", type=Path, help="the server's request log (JSON lines)")
+        cmd.add_argument("--run", required=True, help="the approved run folder or "
+                         "models:/NAME@alias: its model's samples are the reference")
+        cmd.add_argument("--window", type=int, default=50, help="monitor window (records)")
+        cmd.add_argument("--arl0", type=int, default=1000, help="target records between false "
+                         "alarms")
+        cmd.add_argument("--alpha", type=float, default=0.05, help="level of the tests")
+        cmd.add_argument("--seed", type=int, default=0)
+        cmd.add_argument("--out", type=Path, help="write the metrics as JSON")
+        if name == "canary":
+            cmd.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin")
+            cmd.add_argument("--min-records", type=int, default=100)
+            cmd.add_argument("--url", help="the server: POST its /admin/promote or /admin/rollback")
     show = sub.add_parser("params", help="list a notebook's parameters with defaults")
     show.add_argument("notebook", nargs="?", default="train", choices=sorted(P.NOTEBOOK_PARAMS))
     _add_serving(sub)
@@ -229,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("monitor", "canary"):
+        return _online(args)
     if args.command == "loadtest":
         return _loadtest(args)
     if args.command == "params":
@@ -245,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         only = _split_only(args.only)
         values = collect_parameters(args.file, args.param, only)
         plan = plan_run(values, only=only, name=args.name, reports_dir=args.reports_dir)
+        mc = _tracking_client(args.track)
     except P.ParameterError as exc:
         print(f"genlab: error: {exc}", file=sys.stderr)
         return 2
@@ -256,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)
         return 130
+    if mc is not None:
+        from genlab.operations.tracking import TrackingError, log_run
+
+        try:
+            run_id = log_run(plan.final_dir, mc=mc)
+        except (TrackingError, OSError) as exc:
+            print(f"genlab: error: run finished, tracking failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"tracked: MLflow run {run_id} ({mc.tracking_uri})")
     return 0
 
 

@@ -23,7 +23,7 @@ import yaml
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
        "==": operator.eq, "!=": operator.ne}
 _RULE = re.compile(r"^\s*(\w[\w.]*)\s*(<=|>=|==|!=|<|>)\s*(\S.*?)\s*$")
-_NOT_HEADLINE = ("timings.json", "summary.json", "sweep.json")
+_NOT_HEADLINE = ("timings.json", "summary.json", "sweep.json", "gate.json")
 
 
 class GateError(ValueError):

@@ -35,6 +35,9 @@ NOTEBOOKS = {
     "evaluate": "02_evaluate",
     "privacy_audit": "03_privacy_audit",
     "drift_study": "04_drift_study",
+    "cost_latency": "05_cost_latency",
+    "operations": "06_operations",
+    "security": "07_security",
 }
 
 
@@ -245,6 +248,10 @@ def run_pipeline(plan: Plan, *, progress: bool = True, echo=print) -> Path:
                      f"-> {plan.run_dir_param}/{step.stem}.html")
                 timings[step.stem] = _execute(step, staging, root, progress)
                 echo(f"      done in {timings[step.stem]['execute_s']:.1f} s")
+            if (staging / "01_train.json").exists():
+                from genlab.operations.card import write_model_card
+
+                write_model_card(staging, plan.name)
             write_index(staging, list(NOTEBOOKS.values()), name=plan.name)
         except BaseException as exc:
             failed = reports / f"{plan.name}.failed"

@@ -185,8 +185,15 @@ _VOLATILE_NB_KEYS = ("start_time", "end_time", "duration", "input_path", "output
                      "environment_variables", "exception")
 
 
+WALL_CLOCK_TAG = "wall-clock"
+
+
 def normalize_notebook(nb) -> dict[str, Any]:
-    """Strip run-to-run noise from an executed notebook in place; return per-cell timings."""
+    """Strip run-to-run noise from an executed notebook in place; return per-cell timings.
+
+    Cells tagged ``wall-clock`` show measured times while a notebook runs interactively; their
+    outputs are replaced here by one line saying where the report wrote those measurements
+    (outside the reproducible files), so the stored notebook and its HTML stay byte-identical."""
     pm = nb.metadata.get("papermill", {})
     timings = {"cells": [c.metadata.get("papermill", {}).get("duration") for c in nb.cells]}
     for key in _VOLATILE_NB_KEYS:
@@ -194,11 +201,28 @@ def normalize_notebook(nb) -> dict[str, Any]:
     for i, cell in enumerate(nb.cells):
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if WALL_CLOCK_TAG in cell.metadata.get("tags", []) and cell.get("outputs"):
+            cell.outputs = [_wall_clock_note(cell.outputs)]
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"
         elif not cell.get("id"):
             cell.id = f"cell-{i}"
     return timings
+
+
+def _wall_clock_note(outputs) -> dict[str, Any]:
+    """The one output a ``wall-clock`` cell keeps: the text line of its own that names the
+    files holding the measurements (first line of a stream starting "wall-clock"), or a default."""
+    import nbformat
+
+    text = "wall-clock measurements removed from the reproducible report"
+    for out in outputs:
+        lines = "".join(out.get("text", "")).splitlines() if out.get("output_type") == "stream" else []
+        found = [line for line in lines if line.startswith("wall-clock")]
+        if found:
+            text = found[0]
+            break
+    return nbformat.v4.new_output("stream", name="stdout", text=text + "\n")
 
 
 def export_html(nb, title: str) -> str:
@@ -211,30 +235,14 @@ def export_html(nb, title: str) -> str:
 
 # --------------------------------------------------------------------------- run front page
 def write_index(run_dir: Path, notebooks: Sequence[str], name: str | None = None) -> Path:
-    """`index.html`: links to each report with its flat headline numbers.
+    """`index.html` (verdicts, sample thumbnail, key numbers with CI and reference per report)
+    and `keys.html` (every headline key), see `genlab.ops.dashboard`.
 
     `name` is the run's name (the folder may still be a staging folder with another name)."""
+    from genlab.ops.dashboard import front_page, keys_page
+
     name = name or run_dir.name
-    sections = []
-    for stem in notebooks:
-        js = run_dir / f"{stem}.json"
-        if not (run_dir / f"{stem}.html").exists():
-            continue
-        rows = []
-        if js.exists():
-            doc = json.loads(js.read_text())
-            rows = [{"metric": k, "value": v} for k, v in doc.items()
-                    if k not in ("parameters", "provenance")]
-        table = Table(rows)._repr_html_() if rows else "<p>(no headline numbers)</p>"
-        sections.append(f'<h2><a href="{stem}.html">{html.escape(stem)}</a></h2>{table}')
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>genlab run {html.escape(name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
-        f"</head><body><h1>genlab run: {html.escape(name)}</h1>"
-        + "".join(sections) + "</body></html>\n"
-    )
+    atomic_write_text(run_dir / "keys.html", keys_page(run_dir, notebooks, name))
     out = run_dir / "index.html"
-    atomic_write_text(out, page)
+    atomic_write_text(out, front_page(run_dir, notebooks, name))
     return out

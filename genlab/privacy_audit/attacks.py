@@ -33,9 +33,8 @@ Families
   of the generated samples and of the reference population in a PCA space fitted on the
   reference population. Overfitting shows as generated density piling up at members *beyond*
   what the population density explains.
-- ``lira`` (shadow calibration; Carlini et al. 2022), offline / global-variance variant:
-  ``(μ_out(x) − loss(x)) / σ`` from shadow models that never saw the scored records
-  (:func:`lira_offline`); the shadows themselves are trained by :mod:`genlab.privacy_audit.audit`.
+- ``lira`` (shadow calibration; Carlini et al. 2022), online with fixed variances, from shadow
+  models that replicate the audited training: :mod:`genlab.privacy_audit.lira`.
 
 Class-conditional models are scored with the records' true labels when the caller gives them
 (``labels=``; the audit does) and label-free otherwise (:mod:`genlab.models.scoring`: the marginal
@@ -59,7 +58,7 @@ from genlab.models import is_conditional
 from genlab.numerics import flatten, sq_dists
 
 __all__ = ["ATTACKS", "DENOISING_FRACTIONS", "Attacks", "fit_attacks", "available_attacks",
-           "nn_distances", "lira_offline", "model_loss"]
+           "nn_distances", "model_loss"]
 
 ATTACKS = ("elbo", "recon", "discriminator", "denoising", "secmi", "distance", "mc_ball", "domias",
            "lira")
@@ -230,19 +229,3 @@ def fit_attacks(model, generated, reference, *, seed: int = 0, mc_samples: int =
     return Attacks(model=model, generated=g, names=names, ball_radius=radius, pca=pca,
                    kde_gen=kde_gen, kde_ref=kde_ref, mc_samples=mc_samples, seed=seed,
                    denoising_ref=denoising_ref, info=info)
-
-
-def lira_offline(target_loss, shadow_losses) -> np.ndarray:
-    """Offline LiRA with a global variance (Carlini et al. 2022, §VI-C, for few shadows).
-
-    ``target_loss``: (n,) the audited model's loss per record; ``shadow_losses``: (K, n) losses of
-    K shadow models that never trained on these records. Score = (μ_out(x) − loss(x)) / σ_out,
-    σ_out pooled over all records (per-record variances need many more than ~16 shadows): how many
-    standard deviations lower the target's loss is than a model that did not see the record."""
-    t = np.asarray(target_loss, dtype=np.float64)
-    s = np.asarray(shadow_losses, dtype=np.float64)
-    if s.ndim != 2 or s.shape[1] != len(t) or s.shape[0] < 1:
-        raise ValueError(f"shadow_losses: expected shape (K >= 1, {len(t)}), got {s.shape}")
-    mu = s.mean(0)
-    sigma = float(np.sqrt(((s - mu) ** 2).mean())) if s.shape[0] > 1 else float(np.std(s - t))
-    return (mu - t) / max(sigma, 1e-12)

@@ -15,40 +15,47 @@ Protocol (the pools of `genlab.data`):
    bound, set beside the DP accountant's ε when the run used DP.
 4. Memorisation from the samples (:mod:`genlab.privacy_audit.memorisation`) and a verdict with parameterised
    thresholds.
+5. Reference rows (:mod:`genlab.privacy_audit.references`): the memorisation metrics and the best
+   black-box attack on a copier (samples = the members) and on fresh real records (``val``), as
+   ``<key>_copy`` / ``<key>_baseline`` beside the model's.
 
-LiRA shadows (``lira_shadows > 0``) are trained with the audited model's own LightningModule
-class and hyper-parameters on random halves of ``holdout_b``, into ``artifacts/shadows/<k>/``;
-the audited ``model.ckpt`` is never touched.
+LiRA (``lira_shadows > 0``, :mod:`genlab.privacy_audit.lira`) is the online attack with shadows
+that replicate the audited training (its recipe from ``01_train.json``), written to
+``artifacts/shadows/<k>/``; the audited ``model.ckpt`` is never touched. Without a recipe
+(``recipe=None``: e.g. a model audited outside a run folder) ``mia_auc_lira`` is null with the
+reason.
+
+External samples (``samples=``, an array from any generator): only the black-box parts run on
+them (distance, MC ball, DOMIAS, DCR / NNDR / authenticity, C_T, the gallery); the white-box
+attacks, LiRA, the canary bound and the accountant's ε describe the run's model, not the
+samples, and are null with the reason.
 
 Class-conditional models (``n_classes > 0``) are scored with each record's true label (members,
 non-members and the reference population all come from the labelled data set), and their shadows
-train on the labels of their half of ``holdout_b``. Canaries are unlabelled crafted records
+train on the labels of their records. Canaries are unlabelled crafted records
 (training refuses them for a conditional model); were there any, they would be scored label-free.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.privacy_audit import statistics as pv
-from genlab.numerics import flatten
-from genlab.privacy_audit.attacks import ATTACKS, fit_attacks, lira_offline, model_loss, nn_distances
-from genlab.train.canaries import CANARY_FILE, Canaries
 from genlab.data import DataSpec
-from genlab.datamodule import EpochSeededSampler
-from genlab.train.dp import load_record
-from genlab.privacy_audit.memorisation import data_copying_ct, dcr
 from genlab.models import is_conditional
-from genlab.params import PrivacyAuditParams
-
-FPR_KEYS = {0.1: "10pct", 0.01: "1pct", 0.001: "0_1pct"}
+from genlab.numerics import flatten
+from genlab.params import ParameterError, PrivacyAuditParams
+from genlab.privacy_audit import lira
+from genlab.privacy_audit import statistics as pv
+from genlab.privacy_audit.attack_table import attack_numbers, attack_rows
+from genlab.privacy_audit.attacks import fit_attacks, model_loss, nn_distances
+from genlab.privacy_audit.references import memo_numbers, reference_rows
+from genlab.train.canaries import CANARY_FILE, Canaries
+from genlab.train.dp import load_record
 
 
 @dataclass
@@ -73,37 +80,6 @@ def draw_scored(spec: DataSpec, n_audit: int | None, seed: int) -> tuple[np.ndar
                          f"smaller of members={len(mem)} and holdout_a={len(hold)}) or None, got {n_audit!r}")
     rng = np.random.default_rng([int(seed), 0xA0D17])
     return (np.sort(rng.choice(mem, n, replace=False)), np.sort(rng.choice(hold, n, replace=False)), n)
-
-
-def train_shadows(model, x_pool: torch.Tensor, run_artifacts: Path, *, k: int, epochs: int,
-                  batch_size: int, seed: int, y_pool: torch.Tensor | None = None) -> list:
-    """K shadow models of the audited model's class and hyper-parameters, each on a seeded random
-    half of ``x_pool`` (holdout_b) with its labels ``y_pool`` (None: unlabelled, -1), written to
-    ``artifacts/shadows/<i>/``. A conditional shadow's class prior is its half's label shares,
-    as training sets the audited model's from its members."""
-    from genlab.models import build_model
-    from genlab.train.training import TrainConfig, fit, seed_everything
-
-    hp = dict(model.hparams)
-    kind = hp.pop("model_kind")
-    hp.pop("data_shape")
-    shadows = []
-    for i in range(k):
-        s = int(seed) * 1000 + 17 + i
-        half = np.sort(np.random.default_rng([s, 0x5AD]).permutation(len(x_pool))[: len(x_pool) // 2])
-        xs = x_pool[torch.from_numpy(half)]
-        ys = torch.full((len(xs),), -1) if y_pool is None else y_pool[torch.from_numpy(half)]
-        loader = DataLoader(TensorDataset(xs, ys), batch_size=batch_size,
-                            sampler=EpochSeededSampler(len(xs), s))
-        seed_everything(s)
-        shadow = build_model(kind, list(model.data_shape), **hp)
-        if is_conditional(shadow):
-            shadow.set_class_prior(torch.bincount(ys, minlength=shadow.n_classes))
-        fit(shadow, ckpt_dir=Path(run_artifacts) / "shadows" / str(i),
-            cfg=TrainConfig(max_epochs=int(epochs), batch_size=batch_size, seed=s),
-            train_dataloaders=loader)
-        shadows.append(shadow.eval())
-    return shadows
 
 
 def _verdict(n: Mapping[str, Any], p: PrivacyAuditParams) -> tuple[str, str]:
@@ -150,7 +126,8 @@ class _Scored:
     """The scored records (members, non-members, the reference population) and their labels."""
 
     n: int
-    x: dict[str, torch.Tensor]         # "mem", "non", "ref"
+    idx: dict[str, np.ndarray]         # data-set indices of "mem", "non", "ref"
+    x: dict[str, torch.Tensor]
     y: dict[str, torch.Tensor | None]  # labels, for a conditional model only
 
 
@@ -160,67 +137,45 @@ def _scored(model, ds, spec: DataSpec, n_audit: int | None, seed: int) -> _Score
     idx = {"mem": mem_idx, "non": non_idx, "ref": spec.pool("holdout_b")}
     # labels matter only to a conditional model; the others ignore them
     labelled = ds.y is not None and is_conditional(model)
-    return _Scored(n, {k: x_all[torch.from_numpy(i)] for k, i in idx.items()},
+    return _Scored(n, idx, {k: x_all[torch.from_numpy(i)] for k, i in idx.items()},
                    {k: torch.from_numpy(ds.y[i]).long() if labelled else None for k, i in idx.items()})
 
 
-def _add_lira(model, sc: _Scored, scores: list[tuple], artifacts: Path, p: PrivacyAuditParams,
-              shadow_epochs: int | None, shadow_batch_size: int) -> None:
-    """LiRA scores of every scored set (`scores`: (x, labels, its score dict)), from shadows."""
-    epochs = p.lira_epochs or shadow_epochs
-    if epochs is None:
-        raise ValueError("lira_epochs: expected an int when the run's training epochs are unknown, got None")
-    shadows = train_shadows(model, sc.x["ref"], artifacts, k=p.lira_shadows, epochs=epochs,
-                            batch_size=shadow_batch_size, seed=p.seed, y_pool=sc.y["ref"])
-    for x, y, target in scores:
-        t = model_loss(model, x, mc_samples=p.mc_samples, seed=p.seed, labels=y)
-        sh = np.stack([model_loss(s, x, mc_samples=p.mc_samples, seed=p.seed, labels=y)
-                       for s in shadows])
-        target["lira"] = lira_offline(t, sh)
+def _lira_na(p: PrivacyAuditParams, model, recipe) -> str | None:
+    """Why LiRA does not run, or None when it does."""
+    if p.lira_shadows == 0:
+        return "lira_shadows=0"
+    if model is None:
+        return "external samples: LiRA needs the generator's own loss (white-box)"
+    if isinstance(recipe, str):
+        return recipe
+    if recipe is None:
+        return "no training recipe given: shadows cannot replicate the audited training"
+    if not any(hasattr(model, a) for a in ("neg_elbo", "discriminate", "denoising_loss")):
+        return f"{type(model).__name__} has no per-record loss for LiRA (see attacks.model_loss)"
+    return None
 
 
-def _attack_rows(s_mem: dict, s_non: dict, n: int, p: PrivacyAuditParams):
-    """Per attack: AUC (CI) and TPR at the FPRs on the evaluation halves, thresholds and the
-    selection AUC from the selection halves; returns (rows, roc, best attack, halves)."""
-    sel_m, ev_m = pv.split_halves(n, p.seed)
-    sel_n, ev_n = pv.split_halves(n, p.seed + 1)
-    rows, roc, sel_auc = [], {}, {}
-    for name in [a for a in ATTACKS if a in s_mem]:
-        m_, n_ = s_mem[name], s_non[name]
-        auc = pv.roc_auc(m_[ev_m], n_[ev_n], confidence=p.confidence)
-        sel_auc[name] = pv.roc_auc(m_[sel_m], n_[sel_n]).auc
-        row = {"attack": name, "auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high,
-               "auc_selection_half": sel_auc[name]}
-        for fpr, key in FPR_KEYS.items():
-            t = pv.tpr_at_fpr(m_[sel_m], n_[sel_n], m_[ev_m], n_[ev_n], fpr)
-            row[f"tpr_at_{key}_fpr"] = t["tpr"]
-            row[f"fpr_achieved_{key}"] = t["fpr_achieved"]
-            if t["na_reason"]:
-                row[f"tpr_at_{key}_fpr_na_reason"] = t["na_reason"]
-        rows.append(row)
-        roc[name] = pv.roc_curve(m_[ev_m], n_[ev_n])
-    best = max(sel_auc, key=lambda k: (sel_auc[k], -list(ATTACKS).index(k)))
-    return rows, roc, best, (sel_m, ev_m, sel_n, ev_n)
-
-
-def _attack_numbers(rows: list[dict], best: str, n: int, halves, n_generated: int) -> dict[str, Any]:
-    sel_m, ev_m, sel_n, ev_n = halves
-    best_row = next(r for r in rows if r["attack"] == best)
-    num: dict[str, Any] = {
-        "n_scored_members": n, "n_scored_nonmembers": n,
-        "n_eval_members": len(ev_m), "n_eval_nonmembers": len(ev_n),
-        "n_generated": n_generated,
-        "mia_best_attack": best, "mia_auc_max": best_row["auc"],
-        "mia_auc_max_ci_low": best_row["auc_ci_low"], "mia_auc_max_ci_high": best_row["auc_ci_high"],
-    }
-    for r in rows:
-        num[f"mia_auc_{r['attack']}"] = r["auc"]
-    for key in FPR_KEYS.values():
-        vals = [r[f"tpr_at_{key}_fpr"] for r in rows if r[f"tpr_at_{key}_fpr"] is not None]
-        num[f"tpr_at_{key}_fpr_max"] = max(vals) if vals else None
-        if not vals:
-            num[f"tpr_at_{key}_fpr_max_na_reason"] = rows[0][f"tpr_at_{key}_fpr_na_reason"]
-    return num
+def _add_lira(model, ds, spec: DataSpec, sc: _Scored, canaries: Canaries | None,
+              scores: dict[str, dict], artifacts: Path, p: PrivacyAuditParams,
+              recipe: lira.ShadowRecipe) -> dict:
+    """Online LiRA scores into ``scores`` ("mem", "non", "can": each a score dict); returns the
+    design's figures for the tables."""
+    pop = lira.shadow_population(ds, spec, sc.idx["mem"], sc.idx["non"], canaries, seed=p.seed,
+                                 labelled=sc.y["mem"] is not None)
+    inclusion = lira.inclusion_matrix(len(pop.x), pop.n_train, p.lira_shadows, p.seed)
+    shadows = lira.train_shadows(model, pop, inclusion, recipe, Path(artifacts) / "shadows",
+                                 seed=p.seed)
+    labels = pop.y if sc.y["mem"] is not None else None
+    loss = lambda m: model_loss(m, pop.x, mc_samples=p.mc_samples, seed=p.seed, labels=labels)
+    score = lira.lira_online(loss(model), np.stack([loss(s) for s in shadows]), inclusion)
+    for key, target in scores.items():
+        if target is not None:
+            target["lira"] = score[pop.scored[key]]
+    n_in = inclusion.sum(0)
+    return {"shadows": p.lira_shadows, "population": len(pop.x), "shadow_train_size": pop.n_train,
+            "in_per_record_min": int(n_in.min()), "in_per_record_max": int(n_in.max()),
+            "epochs": recipe.epochs, "batch_size": recipe.batch_size, "dp": recipe.dp is not None}
 
 
 def _canary_bound(s_can: np.ndarray, canaries: Canaries, p: PrivacyAuditParams, num: dict) -> dict:
@@ -237,8 +192,8 @@ def _canary_bound(s_can: np.ndarray, canaries: Canaries, p: PrivacyAuditParams, 
             "scores": s_can, "included": canaries.included_mask()}
 
 
-def _no_canaries(num: dict) -> None:
-    reason = "run has no canaries (train with canaries=m for the one-run audit)"
+def _no_canaries(num: dict, reason: str | None = None) -> None:
+    reason = reason or "run has no canaries (train with canaries=m for the one-run audit)"
     num.update(epsilon_lower_bound=None, epsilon_lower_bound_na_reason=reason,
                epsilon_lower_bound_cap=None, epsilon_lower_bound_cap_na_reason=reason,
                epsilon_lower_bound_max_m=None, epsilon_lower_bound_max_m_na_reason=reason,
@@ -268,7 +223,7 @@ def _memorisation(generated: np.ndarray, ds, spec: DataSpec, canaries: Canaries 
     """DCR and C_T of the samples against members vs holdout_a. Samples nearer to a canary than
     to any data record reproduce canaries (outliers): they are counted apart and left out here,
     since outlier canaries would otherwise pull blurry samples into the "members" bank.
-    Returns (memo, ct, the samples used, the members)."""
+    Returns (memo, ct, the samples used, the members, holdout_a)."""
     x_all = torch.from_numpy(ds.x)
     x_mem_all = x_all[torch.from_numpy(spec.pool("members"))]
     x_hold_all = x_all[torch.from_numpy(spec.pool("holdout_a"))]
@@ -279,50 +234,66 @@ def _memorisation(generated: np.ndarray, ds, spec: DataSpec, canaries: Canaries 
         near_canary = d_can < d_data
         num["n_samples_nearest_a_canary"] = int(near_canary.sum())
         gen_memo = generated[~near_canary]
-    memo = dcr(gen_memo, x_mem_all, x_hold_all, seed=p.seed, near_quantile=p.near_dup_quantile,
-               confidence=p.confidence)
-    ct = data_copying_ct(x_mem_all, x_hold_all, gen_memo, cells=min(p.ct_cells, len(x_mem_all)),
-                         seed=p.seed)
+    memo, ct = memo_numbers(gen_memo, x_mem_all, x_hold_all, p)
     num.update({k: v for k, v in memo.items() if not isinstance(v, (np.ndarray, list))})
     num["data_copying_ct"] = ct["data_copying_ct"]
     if ct["data_copying_ct"] is None:
         num["data_copying_ct_na_reason"] = ct["data_copying_ct_na_reason"]
-    return memo, ct, gen_memo, x_mem_all
+    return memo, ct, gen_memo, x_mem_all, x_hold_all
 
 
 def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: PrivacyAuditParams, *,
-              canaries: Canaries | None = None, shadow_epochs: int | None = None,
-              shadow_batch_size: int = 64) -> AuditResult:
+              canaries: Canaries | None = None, recipe: lira.ShadowRecipe | str | None = None,
+              samples: np.ndarray | None = None) -> AuditResult:
     """Run every attack and test on the audited ``model`` (anything with ``sample(n, seed)``;
-    white-box attacks where it has a VAE's, GAN's or DDPM's internals). ``p``: the notebook
-    parameters; ``shadow_epochs``: the audited training's epochs (LiRA's default)."""
+    white-box attacks where it has a VAE's, GAN's or DDPM's internals), or on external
+    ``samples`` (black-box parts only; ``model`` is then not used). ``p``: the notebook
+    parameters; ``recipe``: the audited training's, for LiRA's shadows (or why there is none)."""
     spec.check_matches(ds)
+    if 0 < p.lira_shadows < lira.MIN_SHADOWS:
+        raise ParameterError(f"parameter 'lira_shadows': expected 0 or an integer >= "
+                             f"{lira.MIN_SHADOWS} (online LiRA needs >= 2 IN and 2 OUT shadows per "
+                             f"record for its variances), got {p.lira_shadows}")
+    external = samples is not None
+    if external:
+        model, canaries = None, None
+        generated = flatten(samples)
+    else:
+        generated = flatten(model.sample(p.n_generated, seed=p.seed))
     sc = _scored(model, ds, spec, p.n_audit, p.seed)
-    generated = flatten(model.sample(p.n_generated, seed=p.seed))
     fitted = fit_attacks(model, generated, sc.x["ref"], seed=p.seed, mc_samples=p.mc_samples,
                          domias_dims=p.domias_dims, ball_quantile=p.ball_quantile,
                          reference_labels=sc.y["ref"])
     s_mem, s_non = fitted.score(sc.x["mem"], labels=sc.y["mem"]), fitted.score(sc.x["non"], labels=sc.y["non"])
     s_can = fitted.score(canaries.x()) if canaries is not None else None
-    if p.lira_shadows > 0:
-        scored = [(sc.x["mem"], sc.y["mem"], s_mem), (sc.x["non"], sc.y["non"], s_non)]
-        if canaries is not None:
-            scored.append((canaries.x(), None, s_can))
-        _add_lira(model, sc, scored, artifacts, p, shadow_epochs, shadow_batch_size)
+    lira_na, lira_info = _lira_na(p, model, recipe), None
+    if lira_na is None:
+        lira_info = _add_lira(model, ds, spec, sc, canaries, {"mem": s_mem, "non": s_non, "can": s_can},
+                              artifacts, p, recipe)
 
-    rows, roc, best, halves = _attack_rows(s_mem, s_non, sc.n, p)
-    num = _attack_numbers(rows, best, sc.n, halves, len(generated))
+    rows, roc, halves = attack_rows(s_mem, s_non, sc.n, p.seed, p.confidence)
+    num = attack_numbers(rows, halves, sc.n, len(generated))
+    best = num["mia_best_attack"]
+    if lira_na is not None:
+        num["mia_auc_lira"], num["mia_auc_lira_na_reason"] = None, lira_na
+    if external:
+        num["mia_auc_white_box_na_reason"] = ("external samples: white-box attacks read the "
+                                              "generator's own loss")
     sel_m, ev_m, sel_n, ev_n = halves
     ind = pv.best_rate_epsilon(s_mem[best][sel_m], s_non[best][sel_n], s_mem[best][ev_m],
                                s_non[best][ev_n], delta=p.audit_delta, confidence=p.confidence)
     num["epsilon_indicative_records"] = ind["epsilon"]
-    if canaries is not None:
-        canary = _canary_bound(s_can[best], canaries, p, num)
+    canary = _canary_bound(s_can[best], canaries, p, num) if canaries is not None else None
+    if canaries is None:
+        _no_canaries(num, "external samples: whether their generator trained on the run's canaries "
+                          "is unknown" if external else None)
+    if external:
+        num["dp_epsilon_accountant"] = None
+        num["dp_epsilon_accountant_na_reason"] = "external samples: the run's DP record is its model's"
     else:
-        canary = None
-        _no_canaries(num)
-    _accountant_numbers(artifacts, canary, p, num)
-    memo, ct, gen_memo, x_mem_all = _memorisation(generated, ds, spec, canaries, p, num)
+        _accountant_numbers(artifacts, canary, p, num)
+    memo, ct, gen_memo, x_mem_all, x_hold_all = _memorisation(generated, ds, spec, canaries, p, num)
+    num.update(reference_rows(ds, spec, sc, x_mem_all, x_hold_all, p))
     num["privacy_verdict"], num["privacy_verdict_reason"] = _verdict(num, p)
 
     member_ids = [int(i) for i in spec.pool("members")]
@@ -330,6 +301,8 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: PrivacyAuditParams,
               "indicative_epsilon": {k: v for k, v in ind.items()},
               "gallery": [{"sample": s, "nearest_member": member_ids[m], "distance": d}
                           for s, m, d in memo["gallery"]]}
+    if lira_info is not None:
+        tables["lira"] = lira_info
     return AuditResult(numbers=num, attacks=rows, roc=roc, canary=canary, memo=memo, ct=ct,
                        generated=gen_memo, members_x=flatten(x_mem_all), tables=tables)
 
@@ -337,9 +310,3 @@ def run_audit(model, ds, spec: DataSpec, artifacts: Path, p: PrivacyAuditParams,
 def load_canaries(artifacts: Path) -> Canaries | None:
     path = Path(artifacts) / CANARY_FILE
     return Canaries.load(path) if path.exists() else None
-
-
-def training_epochs(run_path: Path) -> int | None:
-    """The audited run's ``max_epochs`` (from 01_train.json), for LiRA shadows."""
-    js = Path(run_path) / "01_train.json"
-    return json.loads(js.read_text())["parameters"].get("max_epochs") if js.exists() else None

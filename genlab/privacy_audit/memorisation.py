@@ -8,13 +8,16 @@
   drawn. Its CI is therefore a cluster bootstrap over the *records* (each sample grouped with
   the record, member or holdout, it is nearest to), and ``dcr_n_distinct_nearest`` says how many
   distinct records the samples are nearest to (the verdict ignores the share below a minimum).
-- nearest-neighbour distance ratio (d₁/d₂ to members): a sample far closer to one member than to
-  the next is a likely copy even when the absolute distance looks ordinary.
+- nearest-neighbour distance ratio (d₁/d₂ to the distinct members): a sample far closer to one
+  member than to the next is a likely copy even when the absolute distance looks ordinary.
+- authenticity (Alaa et al. 2022, :func:`genlab.evaluate.metrics.authenticity`, in data space
+  here): the share of samples not closer to their nearest member than that member is to its
+  nearest distinct member; 0 for a copier.
 - :func:`data_copying_ct` — the three-sample test C_T of Meehan, Chaudhuri & Dasgupta (2020):
   per cell of a k-means partition of the training set, a Mann–Whitney z-score comparing the
   generated samples' and the test records' distances to the training set; C_T ≪ 0 means
   generated samples sit closer to the training data than fresh data do (copying).
-- exact and near duplicates; ``near`` = closer to a member than all but ``near_quantile`` of
+- exact and near duplicates (counts, and the near ones' share); ``near`` = closer to a member than all but ``near_quantile`` of
   fresh records (``holdout_a``) are — a threshold taken from the data's own real-to-real spacing.
 """
 
@@ -24,6 +27,7 @@ import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
 
+from genlab.evaluate.metrics import authenticity
 from genlab.numerics import flatten
 from genlab.privacy_audit.attacks import nn_distances
 
@@ -85,7 +89,11 @@ def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.
     rec = record_share(d_mem, i_mem, d_hold, i_hold, n_bank, seed=seed, confidence=confidence,
                        n_boot=n_boot)
 
-    d_full, i_full = nn_distances(g, mem, 2)  # all members: copies of any member count
+    # all members, each distinct record once: copies of any member count, and a member present
+    # twice must not be its own "second nearest" (d₂ = 0 would hide a copy of it)
+    distinct, first = np.unique(mem, axis=0, return_index=True)
+    d_full, i_full = nn_distances(g, distinct, 2)
+    i_full = first[i_full]  # back to the members' own indices
     nndr = d_full[:, 0] / np.maximum(d_full[:, 1], 1e-12)
     real_gap = nn_distances(hold, mem, 1)[0][:, 0]  # fresh records' distance to the members
     near_t = float(np.quantile(real_gap, near_quantile))
@@ -103,6 +111,8 @@ def dcr(generated, members, holdout, *, seed: int = 0, near_quantile: float = 0.
         "nndr_median": float(np.median(nndr)),
         "n_exact_duplicates": exact,
         "n_near_duplicates": int((d_full[:, 0] <= near_t).sum()),
+        "near_duplicate_share": float((d_full[:, 0] <= near_t).mean()),
+        "authenticity": authenticity(mem, g),
         "near_duplicate_threshold": near_t,
         "n_bank": n_bank,
         "n_generated": n,

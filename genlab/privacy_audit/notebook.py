@@ -11,7 +11,8 @@ from IPython.display import display
 from genlab.ops.open_run import open_run
 from genlab.ops.reports import Table, provenance_table, write_headline
 from genlab.params import PrivacyAuditParams
-from genlab.privacy_audit.audit import AuditResult, load_canaries, run_audit, training_epochs
+from genlab.privacy_audit.audit import AuditResult, load_canaries, run_audit
+from genlab.privacy_audit.lira import recipe_from_run
 
 EPSILON_KEYS = ["epsilon_lower_bound", "epsilon_lower_bound_cap", "dp_epsilon_accountant",
                 "audit_gap", "epsilon_indicative_records"]
@@ -22,9 +23,15 @@ class AuditReport:
 
     def __init__(self, p: PrivacyAuditParams):
         self.p = p
-        self.opened = open_run(p)
+        # external samples are audited black-box: the run's model is not needed
+        self.opened = open_run(p, model=True if p.samples is None else None)
         self.run, self.ds = self.opened.run, self.opened.ds
         self.canaries = load_canaries(self.run.artifacts)
+        self.samples = None
+        if p.samples is not None:
+            from genlab.evaluate.evaluation import load_samples
+
+            self.samples = load_samples(p.samples, self.ds.data_shape)[0]
 
     def provenance(self) -> Table:
         self.prov = self.opened.provenance()
@@ -33,7 +40,11 @@ class AuditReport:
     def attacks(self) -> Table:
         o = self.opened
         self.audit = run_audit(o.model, o.ds, o.spec, self.run.artifacts, self.p,
-                               canaries=self.canaries, shadow_epochs=training_epochs(self.run.path))
+                               canaries=self.canaries, recipe=recipe_from_run(self.run.path),
+                               samples=self.samples)
+        self.audit.numbers["samples_source"] = (
+            f"external samples {self.p.samples}" if self.samples is not None
+            else f"model.ckpt ({self.opened.model.model_kind})")
         return Table([{k: v for k, v in r.items() if not k.endswith("na_reason")}
                       for r in self.audit.attacks],
                      title="Attacks (evaluation half; thresholds from the selection half; "

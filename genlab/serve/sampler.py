@@ -110,7 +110,7 @@ class Sampler:
             out = self._ddpm(draws, gens, label_batch)
         else:
             z = torch.cat([randn((d.n, m.latent_dim), g, m.device) for d, g in zip(draws, gens)])
-            decode = m.decode if self.kind == "vae" else m.generate
+            decode = m.decode if self.kind == "vae" else m._generate_for_sampling  # GAN: EMA copy
             with eval_no_grad(m):
                 out = decode(z, label_batch)
         return list(out.clamp(0, 1).split(sizes))

@@ -60,7 +60,8 @@ def model_from_params(p: TrainParams, data_shape, n_classes: int | None = None) 
     if p.width is not None:
         hparams["width"] = p.width
     if p.lr is not None:
-        hparams.update({"lr_g": p.lr, "lr_d": p.lr} if kind == "gan" else {"lr": p.lr})
+        # the GAN: lr is the generator's; the discriminator's follows from it (the model's lr_d=None)
+        hparams.update({"lr_g": p.lr} if kind == "gan" else {"lr": p.lr})
     if p.conditional:
         if not n_classes:
             raise ValueError("model_from_params: conditional=True needs n_classes (the dataset's)")
@@ -173,7 +174,7 @@ class TrainReport:
         p = self.p
         self.ds = ds = data.load_dataset(resolve_input(p.dataset))
         check_params(p, ds)  # the model's parameters against the data (labels, canaries)
-        checks = data_quality.quality_checks(ds)
+        self.checks = checks = data_quality.quality_checks(ds)
         display(Table(data_quality.quality_table(checks), title=f"Data quality: {ds.name} {tuple(ds.x.shape)}"))
         data_quality.assert_quality(checks)
 
@@ -183,7 +184,23 @@ class TrainReport:
                                         holdout_a_frac=p.holdout_a_frac,
                                         holdout_b_frac=p.holdout_b_frac, n_train=p.n_train)
         self.spec.save(self.run.data_spec)
+        self.screen_rows = []
+        if p.screen:
+            self.screen_table()
         return Table.from_mapping(self.spec.summary(), title="Pools")
+
+    def screen_table(self) -> None:
+        """With screen=True: the pre-training screens of the members (label issues, outliers,
+        near duplicates; thresholds from holdout_a) as rows of the data-quality table. They
+        flag, nothing is dropped: the model trains on the members as they are."""
+        from genlab.security.screens import quality_rows
+
+        ds, spec = self.ds, self.spec
+        mem = spec.pool("members")
+        self.screen_rows = quality_rows(ds.x[mem], None if ds.y is None else ds.y[mem],
+                                        ds.x[spec.pool("holdout_a")], seed=self.p.seed)
+        display(Table(data_quality.quality_table(self.checks) + self.screen_rows,
+                      title=f"Data quality with pre-training screens: {ds.name} members"))
 
     def provenance(self) -> Table:
         self.prov = provenance(self.p, dataset=self.ds.name, data_fingerprint=self.spec.fingerprint)
@@ -223,5 +240,7 @@ class TrainReport:
 
     def headline(self) -> Table:
         numbers = train_headline(self.result, self.spec, self.dp_record, self.datamodule)
+        for row in self.screen_rows:  # screen=True: how many members each screen flagged
+            numbers[f"{row['check']}_flagged"] = row["flagged"]
         write_headline(self.run, "01_train", numbers, provenance=self.prov)
         return Table.from_mapping(numbers, title="Headline", digits=4)

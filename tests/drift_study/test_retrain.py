@@ -104,6 +104,8 @@ def test_fine_tune_leaves_run_untouched_and_compares_on_disjoint_half(ctx, monke
     out = drift_retrain.retrain_scenario(run, ctx["reference"], ctx["pool"], ctx["reps"], _p())
     assert out["retrain_recommended"] and out["fd_after_retrain"] is not None
     assert isinstance(out["retrain_helped"], bool)
+    lo, hi = out["retrain_fd_change_ci_low"], out["retrain_fd_change_ci_high"]
+    assert lo <= out["retrain_fd_change"] <= hi and out["retrain_helped"] == (hi < 0)
 
     # the run's model.ckpt and artifacts/checkpoints are byte-identical; the new model is apart
     assert _digests(run) == before

@@ -44,7 +44,8 @@ def test_two_models_one_table_in_own_folder(runs):
     cmp = C.compare_runs(p)
     assert cmp.names == ["vae", "gan"]
     assert [r["row"] for r in cmp.rows] == ["vae (vae)", "gan (gan)", "real (holdout_a)",
-                                            "baseline (noise)"]
+                                            "baseline (noise)",
+                                            "baseline (GMM)"]
     for r in cmp.rows[:2]:
         assert r["fd_ci_low"] <= r["fd"] <= r["fd_ci_high"] and r["m"] == cmp.rows[0]["m"]
     assert cmp.headlines["vae"]["fd_real_vs_real"] == cmp.headlines["gan"]["fd_real_vs_real"]
@@ -55,7 +56,7 @@ def test_two_models_one_table_in_own_folder(runs):
     doc = json.loads((cmp.out_dir / "02_evaluate_compare.json").read_text())
     assert doc["gan.fd"] == cmp.headlines["gan"]["fd"] and doc["data_fingerprint"] == cmp.fingerprint
     tables = json.loads((cmp.out_dir / "02_evaluate_compare.tables.json").read_text())
-    assert len(tables["rows"]) == 4 and tables["runs"]["gan"] == runs["gan"]
+    assert len(tables["rows"]) == 5 and tables["runs"]["gan"] == runs["gan"]
     # the single-run default is untouched: its first row is still "model"
     assert params.defaults("evaluate")["run_dirs"] is None
 

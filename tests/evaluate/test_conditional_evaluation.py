@@ -51,7 +51,7 @@ def _evaluate(setup, obey):
 def test_obedient_generator_scores_the_extractors_accuracy(setup):
     ds, spec, run, p, ext = setup
     ctx, ev = _evaluate(setup, obey=True)
-    model, floor, base = ev.rows
+    model, floor, base, gmm = ev.rows
     rows, _ = E.candidates(ctx, ext, p)
     c = rows[0]
     assert c.label_source == "requested labels"

@@ -43,8 +43,9 @@ def test_copier_scores_as_memoriser_and_headline_is_valid(ctx):
     p = _p()
     ext = E.make_extractor(ctx, p)
     ev = E.evaluate(ctx, ext, p)
-    assert [r["row"] for r in ev.rows] == ["model", "real (holdout_a)", "baseline (noise)"]
-    model, floor, base = ev.rows
+    assert [r["row"] for r in ev.rows] == ["model", "real (holdout_a)", "baseline (noise)",
+                                          "baseline (GMM)"]
+    model, floor, base, gmm = ev.rows
     assert model["authenticity"] == 0.0 and model["precision"] > 0.95
     assert floor["authenticity"] > 0.3
     assert base["c2st_auc"] > model["c2st_auc"]
@@ -95,6 +96,20 @@ def test_a_dropped_class_is_named(ctx):
     rows, notes = E.class_slices(gen, ref, 10, _p(), [str(k) for k in range(10)])
     assert rows[3]["fd"] is None and "mode dropped" in rows[3]["note"]
     assert any("class 3" in n for n in notes) and rows[0]["precision"] is not None
+
+
+def test_class_slices_compare_at_one_size(ctx):
+    """Every judged class is measured at the smallest judged slice's size: a class given twice
+    as many records does not get a smaller (less biased) FD for it."""
+    ext = E.make_extractor(ctx, _p())
+    idx = ctx.spec.pool("holdout_b")
+    ref_x, y = ctx.ds.x[idx], ctx.ds.y[idx]
+    ref = E.Candidate("ref", ref_x, ext.features(ref_x), None, y, "true")
+    rows, _ = E.class_slices(ref, ref, 10, _p(), [str(k) for k in range(10)])
+    sizes = {r["m"] for r in rows if r["fd"] is not None}
+    assert sizes == {min(r["n_real"] for r in rows)}, sizes
+    again, _ = E.class_slices(ref, ref, 10, _p(), [str(k) for k in range(10)])
+    assert again == rows  # seeded subsamples
 
 
 def _calibrated(n, k, rng):

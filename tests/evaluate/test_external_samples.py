@@ -62,3 +62,21 @@ def test_noise_samples_are_judged_bad(run_dir, tmp_path):
     assert h["tstr_accuracy"] is None and "external samples without 'y'" in h["tstr_accuracy_na_reason"]
     assert h["tstr_pseudo_label_accuracy"] is not None
     assert h["tstr_pseudo_label_accuracy_baseline"] is not None
+
+
+def test_a_copier_is_caught_by_authenticity_and_the_gmm_is_a_generator(run_dir, tmp_path):
+    """Member records given as samples look excellent on fidelity, and authenticity catches
+    them: its interval lies below the floor's (real records never trained on). A GaussianMixture
+    sampled outside the report, given as samples, is a generator: between floor and noise."""
+    mem = SPEC.pool("members")
+    path = tmp_path / "copier.npz"
+    np.savez(path, x=DS.x[mem][:360])
+    _, copier = _evaluate(run_dir, path)
+    assert copier["authenticity"] <= 0.05
+    assert copier["authenticity_ci_high"] < copier["authenticity_real_vs_real_ci_low"]
+    assert copier["fd"] < 2 * copier["fd_real_vs_real"]  # fidelity alone would not notice
+    gx = E.gmm_baseline(DS.x[mem], 360, seed=5, is_image=True)
+    np.savez(path, x=gx)
+    _, gmm = _evaluate(run_dir, path)
+    assert gmm["fd_real_vs_real"] < gmm["fd"] < gmm["fd_baseline"]
+    assert gmm["authenticity"] > 0.3

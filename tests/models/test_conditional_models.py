@@ -86,6 +86,10 @@ def _structure(m) -> str:
     return h.hexdigest()[:16]
 
 
+# the GAN's EMA copy of its generator came later than conditioning (it copies the generator, so
+# it changes neither the networks nor their initial draws): left out here
+WITHOUT_LATER_ADDITIONS = {"gan": {"ema_decay": 0.0}}
+
 OLD_HPARAMS = {
     "vae": {"model_kind", "data_shape", "latent_dim", "arch", "width", "depth", "lr", "beta", "likelihood"},
     "gan": {"model_kind", "data_shape", "latent_dim", "arch", "width", "depth", "lr_g", "lr_d", "beta1", "n_critic"},
@@ -96,10 +100,11 @@ OLD_HPARAMS = {
 @pytest.mark.parametrize("kind,shape,arch,structure,param_sum,param_sumsq,sample_sum", GOLDEN)
 def test_unconditional_models_unchanged(kind, shape, arch, structure, param_sum, param_sumsq,
                                         sample_sum):
+    kw = WITHOUT_LATER_ADDITIONS.get(kind, {})
     seed_everything(0)
-    m = build_model(kind, list(shape), arch=arch)
+    m = build_model(kind, list(shape), arch=arch, **kw)
     seed_everything(0)
-    explicit = build_model(kind, list(shape), arch=arch, n_classes=0)
+    explicit = build_model(kind, list(shape), arch=arch, n_classes=0, **kw)
     assert _digest(m) == _digest(explicit)  # same parameters, order and values on this machine
     assert _structure(m) == structure
     w = torch.cat([p.detach().double().ravel() for p in m.parameters()])

@@ -156,7 +156,7 @@ def test_checkpoint_roundtrip(kind, tmp_path):
 def test_hparam_names():
     assert hparam_names("vae") == ["latent_dim", "arch", "width", "depth", "lr", "beta", "likelihood", "n_classes"]
     assert hparam_names("gan") == ["latent_dim", "arch", "width", "depth", "lr_g", "lr_d", "beta1", "n_critic",
-                                   "spectral_norm", "n_classes"]
+                                   "spectral_norm", "loss", "beta2", "ema_decay", "n_classes"]
 
 
 def test_build_model_errors():

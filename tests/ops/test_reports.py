@@ -104,5 +104,6 @@ def test_index_lists_reports_with_headline(tmp_path):
     (tmp_path / "01_train.html").write_text("<html></html>")
     (tmp_path / "01_train.json").write_text(json.dumps({"loss": 1.0, "parameters": {}}))
     page = reports.write_index(tmp_path, ["01_train", "02_evaluate"], name="run-7").read_text()
-    assert 'href="01_train.html"' in page and "02_evaluate" not in page and "loss" in page
-    assert "<h1>genlab run: run-7</h1>" in page
+    assert "href='01_train.html'" in page and "02_evaluate" not in page
+    assert "<h1>genlab run: run-7</h1>" in page and "href='keys.html'" in page
+    assert "loss" in (tmp_path / "keys.html").read_text()  # every key, on the second page

@@ -5,7 +5,6 @@ import html.parser
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -58,18 +57,8 @@ class _Links(html.parser.HTMLParser):
         self.hrefs += [v for k, v in attrs if k == "href"]
 
 
-def _chromium(*args):
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tempfile.mkdtemp()}"]
-    return subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.slow
-def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch):
+def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch, chromium):
     # the key hashes the genlab source; pin it so edits elsewhere during the test don't count
     monkeypatch.setattr("genlab.ops.sweep.source_digest", lambda: "source-v1")
     spec = tmp_path / "grid.yaml"
@@ -106,10 +95,10 @@ def test_sweep_runs_skips_records_failures_and_renders(tmp_path, monkeypatch):
     parser = _Links()
     parser.feed(page.decode())
     assert parser.hrefs and all((folder / h).exists() for h in parser.hrefs), parser.hrefs
-    dom = _chromium("--dump-dom", (folder / "index.html").as_uri())
+    dom = chromium("--dump-dom", (folder / "index.html").as_uri())
     assert dom.returncode == 0 and dom.stdout.count("<tr>") >= 6, dom.stderr[-500:]
     shot = tmp_path / "sweep.png"
-    _chromium("--window-size=1200,900", f"--screenshot={shot}", (folder / "index.html").as_uri())
+    chromium("--window-size=1200,900", f"--screenshot={shot}", (folder / "index.html").as_uri())
     assert shot.stat().st_size > 10_000
     shutil.copy(shot, Path(tempfile.gettempdir()) / "genlab-sweep-screenshot.png")
 

@@ -25,7 +25,8 @@ def test_a_run_on_a_user_npz_goes_through_all_four_notebooks(tmp_path):
     path = tmp_path / "my_digits.npz"
     np.savez(path, x=digits.x[:600], y=digits.y[:600])
     cmd = [sys.executable, "-m", "genlab.ops.cli", "run", "--no-progress", "--reports-dir",
-           str(tmp_path / "reports"), "--name", "mine", "-p", f"dataset={path}", *TINY]
+           str(tmp_path / "reports"), "--name", "mine", "-p", f"dataset={path}",
+           "--only", "train,evaluate,privacy_audit,drift_study", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "reports" / "mine"

@@ -161,18 +161,23 @@ def _tree(root):
             for f in sorted(root.rglob("*")) if f.is_file()}
 
 
+def _global_step(ckpt):
+    return torch.load(ckpt, weights_only=True)["global_step"]
+
+
 @pytest.mark.slow
-def test_lira_shadows_end_to_end(tmp_path):
-    """LiRA with K=4 shadows on digits, through the real 01_train path and the notebook's call:
-    it runs, writes new files only under artifacts/shadows/, leaves model.ckpt byte- and
-    mtime-identical, and gives a `lira` row with the same fields as every other attack."""
+def test_lira_shadows_are_replicas_end_to_end(tmp_path):
+    """Online LiRA with K=4 shadows on digits, through the real 01_train path and the notebook's
+    call: it writes new files only under artifacts/shadows/, leaves model.ckpt byte- and
+    mtime-identical, each shadow takes exactly the audited model's optimiser steps on as many
+    records, every scored record is IN for half the shadows, and the `lira` row has the same
+    fields as every other attack."""
     from genlab.models import load_model
-    from genlab.privacy_audit.audit import training_epochs
+    from genlab.privacy_audit.lira import ShadowRecipe
 
     spec = _spec(100)
     run = RunFolder(tmp_path / "run")
-    p = params.typed("train", {"max_epochs": 2, "batch_size": 50,
-                                  "n_train": 100})
+    p = params.typed("train", {"max_epochs": 2, "batch_size": 30, "n_train": 100})
     seed_everything(0)
     model = experiment.model_from_params(p, DS.data_shape)
     result, _ = experiment.train(model, experiment.datamodule(DS, spec, run, p), run, p)
@@ -180,33 +185,65 @@ def test_lira_shadows_end_to_end(tmp_path):
     model = load_model(run.require(run.model_ckpt, "train"))
     before = _tree(run.path)
     audit = run_audit(model.eval(), DS, spec, run.artifacts,
-                      _params(n_audit=100, n_generated=200, mc_samples=4, lira_shadows=4,
-                              lira_epochs=2),
-                      shadow_epochs=training_epochs(run.path))
+                      _params(n_audit=100, n_generated=200, mc_samples=4, lira_shadows=4),
+                      recipe=ShadowRecipe(epochs=result.epochs_run, batch_size=p.batch_size))
     after = _tree(run.path)
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed and all(k.startswith("artifacts/shadows/") for k in changed), sorted(changed)
     assert {k.split("/")[2] for k in changed} == {"0", "1", "2", "3"}
     assert set(before) <= set(after)
     assert after["artifacts/model.ckpt"] == before["artifacts/model.ckpt"]
+    target_steps = _global_step(run.model_ckpt)
+    assert target_steps == 2 * 4  # 2 epochs of ceil(100 / 30) batches
+    for k in range(4):
+        assert _global_step(run.artifacts / "shadows" / str(k) / "last.ckpt") == target_steps
+    assert audit.tables["lira"] == {
+        "shadows": 4, "population": 200, "shadow_train_size": 100, "in_per_record_min": 2,
+        "in_per_record_max": 2, "epochs": 2, "batch_size": 30, "dp": False}
     rows = {r["attack"]: r for r in audit.attacks}
     assert "lira" in rows and set(rows["lira"]) == set(rows["elbo"])
     lira = rows["lira"]
     assert 0.0 <= lira["auc_ci_low"] <= lira["auc"] <= lira["auc_ci_high"] <= 1.0
     assert audit.numbers["mia_auc_lira"] == lira["auc"]
-    print(f"LiRA K=4 (offline), 2-epoch VAE on 100 digits: AUC {lira['auc']:.3f} "
-          f"[{lira['auc_ci_low']:.3f}, {lira['auc_ci_high']:.3f}]")
+    assert audit.numbers["mia_auc_lira_ci_low"] == lira["auc_ci_low"]
+
+
+@pytest.mark.slow
+def test_dp_shadows_replicate_the_targets_noise_and_steps(tmp_path):
+    """A DP-trained target: its replica shadows get the same noise multiplier and sampling rate
+    (same ε, δ, epochs, data size and batch size)."""
+    from genlab.privacy_audit import lira
+
+    spec = _spec(100)
+    run = RunFolder(tmp_path / "run")
+    p = params.typed("train", {"max_epochs": 1, "batch_size": 25, "n_train": 100, "dp": True,
+                               "target_epsilon": 4.0, "width": 32})
+    seed_everything(0)
+    model = experiment.model_from_params(p, DS.data_shape)
+    _, record = experiment.train(model, experiment.datamodule(DS, spec, run, p), run, p)
+    recipe = lira.ShadowRecipe(epochs=1, batch_size=25, dp={
+        "target_epsilon": 4.0, "target_delta": p.target_delta, "max_grad_norm": p.max_grad_norm,
+        "noise_epochs": 1})
+    mem, non, _ = draw_scored(spec, 20, seed=0)
+    pop = lira.shadow_population(DS, spec, mem, non, seed=0, labelled=False)
+    inc = lira.inclusion_matrix(len(pop.x), pop.n_train, 1, seed=0)
+    (shadow,) = lira.train_shadows(model, pop, inc, recipe, tmp_path / "shadows", seed=0)
+    opt = shadow.configure_optimizers()  # the DP optimiser make_private installed
+    assert opt.noise_multiplier == pytest.approx(record["noise_multiplier"], rel=1e-9)
+    assert opt.max_grad_norm == p.max_grad_norm
 
 
 def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     """DP-SGD on the GAN's discriminator only: every row of the real+fake batch is its own
     per-sample gradient (equal to that row's loss gradient), the generator keeps its plain Adam,
     and the generator's step leaves the discriminator's per-sample gradients untouched."""
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
+
+    from genlab.models.gan import discriminator_terms, generator_loss
 
     seed_everything(0)
     gan = build_model("gan", DS.data_shape, spectral_norm=False, width=32)
+    assert gan.hparams.loss == "hinge"  # the default, as training under DP uses it
     x = torch.from_numpy(DS.x[:40])
     loader = DataLoader(TensorDataset(x, torch.zeros(40)), batch_size=10)
     st = dp.make_private(gan, loader, target_epsilon=2.0, target_delta=1e-5, max_grad_norm=1.0,
@@ -218,13 +255,13 @@ def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     gan.train()
     real, fake = x[:5], gan.generate(torch.randn(5, gan.latent_dim))
     _, d_real, d_fake = gan._d_loss(real, fake.detach())
-    torch.cat([F.softplus(-d_real), F.softplus(d_fake)]).mean().backward()
+    torch.cat(discriminator_terms(gan.hparams.loss, d_real, d_fake)).mean().backward()
     rows = torch.cat([real, fake.detach()])
     gan.dp_hooks.disable_hooks()  # the reference gradients must not reach Opacus' accumulators
     for i in (0, 4, 7):  # a real and a fake row: the per-sample gradient is the row's own
         gan.discriminator.zero_grad(set_to_none=True)
         lg = gan.discriminate(rows[i:i + 1])
-        loss = F.softplus(-lg) if i < 5 else F.softplus(lg)
+        loss = discriminator_terms(gan.hparams.loss, lg, lg)[0 if i < 5 else 1]
         own = torch.autograd.grad(loss.sum(), d_params)
         for p, g in zip(d_params, own):
             assert p.grad_sample.shape[0] == 10
@@ -234,7 +271,7 @@ def test_dp_gan_discriminator_per_sample_gradients_and_generator_step():
     before = [p.grad_sample.clone() for p in d_params]
     gan.discriminator.requires_grad_(False)
     gan.dp_hooks.disable_hooks()
-    F.softplus(-gan.discriminate(fake)).mean().backward()
+    generator_loss(gan.hparams.loss, gan.discriminate(fake)).backward()
     gan.discriminator.requires_grad_(True)
     gan.dp_hooks.enable_hooks()
     for p, b in zip(d_params, before):

@@ -15,7 +15,8 @@ from genlab.train import training
 from genlab.privacy_audit.attacks import fit_attacks, model_loss
 from genlab.models.scoring import cvae_neg_elbos, model_representations
 from genlab.models import build_model, load_model
-from genlab.privacy_audit.audit import run_audit, train_shadows
+from genlab.privacy_audit.audit import run_audit
+from genlab.privacy_audit.lira import Population, ShadowRecipe, train_shadows
 from genlab.ops.runs import RunFolder
 from genlab.drift_study.shifts import Pool
 
@@ -103,7 +104,10 @@ def test_conditional_gan_label_free_score_is_the_largest_logit(d32):
 
 def test_shadows_of_a_conditional_model_train_on_labels(d32, tmp_path, cvae):
     x, y = d32.x("holdout_b"), d32.y("holdout_b")
-    (shadow,) = train_shadows(cvae, x, tmp_path, k=1, epochs=1, batch_size=64, seed=0, y_pool=y)
+    pop = Population(x, y, len(x) // 2, {})
+    half = np.arange(len(x)) < len(x) // 2
+    (shadow,) = train_shadows(cvae, pop, half[None], ShadowRecipe(epochs=1, batch_size=64),
+                              tmp_path / "shadows", seed=0)
     assert shadow.n_classes == K and (tmp_path / "shadows" / "0").is_dir()
     assert shadow.class_prior.sum().item() == pytest.approx(1.0)
     assert not torch.allclose(shadow.class_prior, torch.full((K,), 0.1))  # its half's label shares

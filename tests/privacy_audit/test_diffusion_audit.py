@@ -97,12 +97,13 @@ def test_secmi_round_trip_is_exact_for_a_constant_denoiser_and_deterministic(d32
 
 def test_lira_shadows_of_a_ddpm(d32, train_ddpm, tmp_path):
     """LiRA rebuilds shadows from the DDPM's hyper-parameters and trains them with Lightning."""
+    from genlab.privacy_audit.lira import ShadowRecipe
+
     model = train_ddpm(d32.x("members"), steps=20, timesteps=20)
-    p = _audit_params(n_audit=32, n_generated=40, mc_samples=2, ct_cells=3, lira_shadows=2,
-                      lira_epochs=1)
-    audit = run_audit(model, d32.ds, d32.spec, tmp_path, p)
+    p = _audit_params(n_audit=32, n_generated=40, mc_samples=2, ct_cells=3, lira_shadows=4)
+    audit = run_audit(model, d32.ds, d32.spec, tmp_path, p, recipe=ShadowRecipe(epochs=1, batch_size=32))
     assert "lira" in {r["attack"] for r in audit.attacks}
-    assert sorted(d.name for d in (tmp_path / "shadows").iterdir()) == ["0", "1"]
+    assert sorted(d.name for d in (tmp_path / "shadows").iterdir()) == ["0", "1", "2", "3"]
     assert np.isfinite(audit.numbers["mia_auc_lira"])
 
 

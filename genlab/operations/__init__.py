@@ -1,0 +1,1 @@
+"""Operating a model: tracking and registry, model card, online monitoring, canary decisions."""
