@@ -10,7 +10,7 @@ at its end, the cadence of a default run. The ratio is the median over blocks of
 Trainer without checkpoints, to show what they cost. Threads as in the notebooks
 (`reproducibility.configure`: GENLAB_THREADS, default 1).
 
-    python benchmarks/train_overhead.py [--blocks 7 --block-epochs 10] [--json out.json]
+    python benchmarks/train_overhead.py [--blocks 7 --block-epochs 10] [--checkpoint-every K] [--json out.json]
 """
 
 from __future__ import annotations
@@ -80,12 +80,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--blocks", type=int, default=7, help="alternating blocks per side")
     ap.add_argument("--block-epochs", type=int, default=10)
+    ap.add_argument("--checkpoint-every", type=int, help="checkpoint_every_n_epochs (default: "
+                    "the training notebook's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     reproducibility.configure()
     training.quiet_lightning()
 
-    p = params.TrainParams()
+    p = params.TrainParams(**({} if args.checkpoint_every is None else
+                              {"checkpoint_every_n_epochs": args.checkpoint_every}))
     ds = data.load_dataset(p.dataset)
     spec = data.DataSpec.build(ds, seed=p.seed)
     dm = GenDataModule(ds, spec, batch_size=p.batch_size)

@@ -38,7 +38,7 @@ class EpochMeans:
         the training history reads); only the names in ``logged`` also reach
         ``trainer.callback_metrics`` (EarlyStopping and `trainer.validate` need only
         ``val_loss``). Within a single-process ``fit`` they are put there directly: a
-        ``self.log`` call costs Lightning ~1-3 ms (a result object per key, moved and reduced each
+        ``self.log`` call costs Lightning ~1-2 ms (a result object per key, moved and reduced each
         epoch), a measurable share of a small model's epoch. `trainer.validate` (which returns
         logged metrics) and multi-process runs (whose means must be reduced over ranks) still go
         through ``module.log``.

@@ -4,7 +4,8 @@ Open loop: each request is sent at its arrival time whether or not earlier ones 
 (a closed loop — send, wait, send — slows down with the server and hides queueing). Arrival
 times are seeded exponential gaps; each rate sends at most ``requests`` requests within at most
 ``duration`` seconds, and waits at most ``timeout`` seconds for each answer (a request that
-times out counts as failed). Latency is measured from a request's send time to its full answer.
+times out counts as failed). At most ``connections`` (256) requests are in flight; past that a
+request waits for a connection, and the wait counts in its latency. Latency is measured from a request's send time to its full answer.
 
 Per rate: offered rate, requests sent, ok / failed, achieved throughput (ok answers over the time
 from the first send to the last answer), p50/p95/p99 latency and the mean ``batch_size`` the
@@ -51,12 +52,15 @@ async def _one(client, url: str, body: dict, headers: dict, at: float, start: fl
 
 
 async def _rate(url: str, rate: float, requests: int, duration: float, n: int, seed: int,
-                token: str | None, timeout: float) -> dict[str, Any]:
+                token: str | None, timeout: float, connections: int) -> dict[str, Any]:
     import httpx
 
     times = arrival_times(rate, requests, duration, seed)
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # open loop up to `connections` requests in flight; beyond that a request waits for a
+    # connection (its latency includes the wait): thousands of sockets would make this one
+    # Python client, not the server, the bottleneck
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits) as client:
         start = time.perf_counter() + 0.05
         rows = await asyncio.gather(*[
@@ -75,14 +79,15 @@ async def _rate(url: str, rate: float, requests: int, duration: float, n: int, s
 
 
 def run_rate(url: str, rate: float, *, requests: int = 200, duration: float = 30.0, n: int = 1,
-             seed: int = 0, token: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+             seed: int = 0, token: str | None = None, timeout: float = 60.0,
+             connections: int = 256) -> dict[str, Any]:
     """One offered rate (requests/s): see the module docstring for what the row holds."""
     if rate <= 0:
         raise LoadTestError(f"rates: each offered rate must be > 0 requests/s, got {rate}")
     if requests < 1 or duration <= 0 or n < 1:
         raise LoadTestError(f"requests, duration and n must be positive, got {requests}, "
                             f"{duration}, {n}")
-    return asyncio.run(_rate(url, rate, requests, duration, n, seed, token, timeout))
+    return asyncio.run(_rate(url, rate, requests, duration, n, seed, token, timeout, connections))
 
 
 def run_rates(url: str, rates: list[float], **kw) -> list[dict[str, Any]]:
@@ -100,6 +105,7 @@ def plot_latency(results: dict[str, list[dict[str, Any]]], path: Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (label, rows), color in zip(results.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
@@ -109,6 +115,9 @@ def plot_latency(results: dict[str, list[dict[str, Any]]], path: Path, title: st
         ax.plot(x, [r["p99_ms"] for r in rows], "s--", color=color, label=f"{label} p99")
     ax.set(xscale="log", yscale="log", xlabel="offered load (requests/s)",
            ylabel="latency (ms)", title=title)
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 2×10^0
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

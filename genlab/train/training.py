@@ -28,8 +28,8 @@ every ``cfg.checkpoint_every_n_epochs`` epochs and after the last epoch (early s
 each written to a temporary name and renamed; ``ckpt_dir/best.ckpt`` holds the weights of the
 epoch with the lowest ``val_loss``, written at the same moments. They store no paths. An
 interrupted run resumes from the last one written and repeats at most k - 1 epochs, which give
-the same weights again: resuming is exact, and writing every epoch (k = 1) cost a small model a
-third of its training time. The callback's state (also in the checkpoint) holds the per-epoch history, the best
+the same weights again: resuming stays exact, while a write per epoch (k = 1) cost the default
+VAE ~7% of its epoch time (benchmarks/train_overhead.py). The callback's state (also in the checkpoint) holds the per-epoch history, the best
 score/epoch and the global RNG states (torch, numpy, random), so that resuming from
 ``last.ckpt`` continues the *same* random stream: 2 epochs + resume to 4 equals 4 epochs straight,
 provided data shuffling draws from the global torch RNG or from a sampler seeded per epoch

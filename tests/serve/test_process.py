@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from genlab.ops.cli import main
-from genlab.serve.loadtest import arrival_times, parse_rates, run_rate, LoadTestError
+from genlab.serve.loadtest import (LoadTestError, arrival_times, parse_rates, plot_latency,
+                                   run_rate, saturation)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +82,11 @@ def test_load_test_against_a_server(serve_runs, serve_at):
         row = run_rate(url, 40.0, requests=30, duration=5.0, seed=1)
     assert row["sent"] == row["ok"] == 30 and row["failed"] == 0
     assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["throughput"] > 0
+
+
+def test_saturation_and_plot(tmp_path):
+    rows = [{"offered_rate": r, "throughput": t, "p50_ms": p, "p99_ms": 2 * p}
+            for r, t, p in ((10, 9.8, 3.0), (40, 38.0, 5.0), (160, 60.0, 900.0))]
+    assert saturation(rows) == 60.0
+    plot_latency({"batched": rows, "unbatched": rows[:2]}, tmp_path / "lat.png")
+    assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
