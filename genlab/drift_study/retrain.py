@@ -27,18 +27,10 @@ from genlab.models.scoring import model_representations
 from genlab.models import is_conditional
 from genlab.models import load_model
 from genlab.ops.runs import RunFolder
-from genlab.drift_study.shifts import Pool, Shift
+from genlab.drift_study.shifts import Pool, parse_shift
 from genlab.params import DriftStudyParams
 
 RETRAIN_DIR = "drift_retrain"
-
-
-def parse_shift(name: str) -> Shift:
-    kind, _, intensity = name.partition(":")
-    try:
-        return Shift(kind, intensity or "-", 1.0)
-    except ValueError as exc:
-        raise ValueError(f"retrain_shift: {exc} (given {name!r})") from None
 
 
 def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
@@ -52,7 +44,7 @@ def retrain_scenario(run: RunFolder, reference: np.ndarray, pool: Pool,
     if test not in tests_for(rep):
         raise ValueError(f"retrain_detector: expected one of {list(tests_for(rep))} on "
                          f"{rep!r}, got {test!r}")
-    shift = parse_shift(p.retrain_shift)
+    shift = parse_shift(p.retrain_shift, "retrain_shift")
     rng = np.random.default_rng([p.seed, 6])
     shifted = shift.draw_all(pool, rng)
     half = len(shifted) // 2

@@ -208,3 +208,13 @@ def catalogue(full: bool) -> list[tuple[str, str]]:
         out += [(kind, lv) for lv in (levels if full else ("medium",))]
     out += [("knockout", "-"), ("imbalance", "-"), ("contamination", "-")]
     return out
+
+
+def parse_shift(name: str, parameter: str) -> Shift:
+    """`kind[:intensity]` as a parameter gives it (e.g. 'transform:medium') → the shift at δ = 1;
+    a bad name raises naming `parameter`."""
+    kind, _, intensity = name.partition(":")
+    try:
+        return Shift(kind, intensity or "-", 1.0)
+    except ValueError as exc:
+        raise ValueError(f"{parameter}: {exc} (given {name!r})") from None

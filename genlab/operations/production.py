@@ -23,7 +23,7 @@ import torch
 from genlab.drift_study import detectors as drift
 from genlab.drift_study.monitor import (WindowMMD, calibrate_threshold, permutation_streams,
                                         run_lengths)
-from genlab.drift_study.shifts import Pool, Shift
+from genlab.drift_study.shifts import Pool, parse_shift
 from genlab.numerics import frechet_distance, single_threaded
 
 
@@ -46,14 +46,6 @@ class ProductionStream:
         return self.alarm_at - self.shift_at + 1
 
 
-def parse_shift(name: str) -> Shift:
-    kind, _, intensity = name.partition(":")
-    try:
-        return Shift(kind, intensity or "-", 1.0)
-    except ValueError as exc:
-        raise ValueError(f"drift_shift: {exc} (given {name!r})") from None
-
-
 def monitor_production(reference: np.ndarray, pool_x: np.ndarray, pool_y: np.ndarray | None,
                        featurize, *, shift: str, shift_at: int, n_requests: int, window: int,
                        arl0_target: int, n_streams: int, seed: int) -> ProductionStream:
@@ -64,7 +56,7 @@ def monitor_production(reference: np.ndarray, pool_x: np.ndarray, pool_y: np.nda
     rng = np.random.default_rng([seed, 61])
     order = rng.permutation(len(pool_x))
     halves = order[: len(order) // 2], order[len(order) // 2:]
-    kind = parse_shift(shift)
+    kind = parse_shift(shift, "drift_shift")
     shifted = []
     for h in halves:
         part = Pool(pool_x[h], None if pool_y is None else pool_y[h])
