@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ class TrackingError(RuntimeError):
 
 
 def mlflow_module():
-    """`import mlflow`, or a TrackingError naming the extra that provides it."""
+    """`import mlflow`, or a TrackingError naming the extra that provides it.
+
+    MLflow's uploads import `tqdm.auto`, which in a notebook kernel without ipywidgets warns
+    "IProgress not found" on stderr: noise in a report, silenced here for this process."""
+    warnings.filterwarnings("ignore", message="IProgress not found")
     try:
         import mlflow
     except ImportError as exc:
