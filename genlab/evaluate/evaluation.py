@@ -122,6 +122,8 @@ def noise_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> 
 
 
 GMM_COMPONENTS, GMM_PCA_DIMS = 40, 20
+# the ranges the normal subsample intervals are clipped to (see metrics.subsample_ci)
+UNIT, NON_NEGATIVE = (0.0, 1.0), (0.0, None)
 
 
 def gmm_baseline(members_x: np.ndarray, n: int, seed: int, is_image: bool) -> np.ndarray:
@@ -213,8 +215,7 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
     def put(name, est: M.Estimate):
         out.update(est.as_dict(name))
 
-    unit, positive = dict(bounds=(0.0, 1.0)), dict(bounds=(0.0, None))
-    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw, **positive))
+    put("fd", M.subsample_ci(M.frechet_distance, [c.f, ref.f], [m, m], **kw, bounds=NON_NEGATIVE))
     out["fd_full_n"] = M.frechet_distance(c.f, ref.f)
     curve = M.fd_infinity(c.f, ref.f, draws=max(3, p.n_draws // 4), seed=p.seed,
                           level=p.ci_level, ci_draws=max(20, p.n_draws))
@@ -236,14 +237,14 @@ def row_metrics(c: Candidate, ref: Candidate, members_f: np.ndarray, ref_x_y,
         for name in ("precision", "recall", "density", "coverage"):
             put(name, M.subsample_ci(lambda r, f, name=name: M.prdc(r, f, k)[name],
                                      [ref.f, c.f], [m, m], **kw,
-                                     **(positive if name == "density" else unit)))
+                                     bounds=NON_NEGATIVE if name == "density" else UNIT))
     put("authenticity", M.subsample_ci(lambda s: M.authenticity(members_f, s), [c.f], [m], **kw,
-                                       **unit))
+                                       bounds=UNIT))
     put("c2st_auc", M.subsample_ci(lambda r, f: U.c2st_auc(r, f, seed=p.seed),
-                                   [ref.f, c.f], [m, m], **kw, **unit))
+                                   [ref.f, c.f], [m, m], **kw, bounds=UNIT))
     if c.proba is not None and c.label_source in INTENDED_LABELS:
         put("conditional_accuracy", M.subsample_ci(U.accuracy, [(c.proba, c.labels)], [m], **kw,
-                                                   **unit))
+                                                   bounds=UNIT))
     else:
         out["conditional_accuracy"] = None
         out["conditional_accuracy_na_reason"] = (
@@ -267,11 +268,10 @@ def utility_estimates(proba: np.ndarray, test_y: np.ndarray, mt: int, p: Evaluat
     mt and seed, hence the same test subsets: ECE is biased upward at small n, so two ECEs are only
     comparable at one n."""
     kw = dict(draws=p.n_draws, seed=p.seed, level=p.ci_level)
-    unit = (0.0, 1.0)
     out = M.subsample_ci(U.accuracy, [(proba, test_y)], [mt], **kw,
-                         bounds=unit).as_dict(f"{prefix}_accuracy")
+                         bounds=UNIT).as_dict(f"{prefix}_accuracy")
     out.update(M.subsample_ci(U.ece, [(proba, test_y)], [mt], **kw,
-                              bounds=unit).as_dict(f"{prefix}_ece"))
+                              bounds=UNIT).as_dict(f"{prefix}_ece"))
     out[f"{prefix}_ece_n"] = mt
     return out
 
