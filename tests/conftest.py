@@ -79,6 +79,23 @@ def _train_ddpm(x: torch.Tensor, steps: int, *, y: torch.Tensor | None = None, s
     return model.eval()
 
 
+def _save_checkpoint(model, path):
+    """`model` written as Lightning writes a checkpoint (no training): what load_model reads."""
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def save_checkpoint():
+    """The checkpoint writer (a function: tests choose the model and the path)."""
+    return _save_checkpoint
+
+
 @pytest.fixture(scope="session")
 def train_ddpm():
     """The tiny-DDPM trainer (a function: tests choose the records, steps and labels)."""

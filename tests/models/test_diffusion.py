@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -22,14 +21,6 @@ SHAPES = [(2,), (1, 8, 8), (3, 20, 20), (3, 64, 64)]
 def _small(shape, **kw):
     torch.manual_seed(0)
     return build_model("ddpm", shape, **{"width": 16 if len(shape) == 3 else 32, "timesteps": 20, **kw})
-
-
-def _save(m, path):
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(m)
-    trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -216,14 +207,14 @@ def test_ancestral_sampling_is_ho_et_al():
     assert torch.allclose(m.sample(4, seed=7, method="ddpm"), x, atol=1e-5)
 
 
-def test_checkpoint_roundtrip_with_ema(tmp_path):
+def test_checkpoint_roundtrip_with_ema(tmp_path, save_checkpoint):
     m = _small((1, 8, 8))
     with torch.no_grad():
         for p in m.net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     m.update_ema()
     assert not all(torch.equal(a, b) for a, b in zip(m.ema.parameters(), m.net.parameters()))
-    path = _save(m, tmp_path / "m.ckpt")
+    path = save_checkpoint(m, tmp_path / "m.ckpt")
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["hyper_parameters"]["model_kind"] == "ddpm"
     assert any(k.startswith("ema.") for k in ckpt["state_dict"])

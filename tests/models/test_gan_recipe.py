@@ -108,18 +108,14 @@ def test_training_steps_update_ema_once_per_generator_step():
     assert any(not torch.equal(a, b) for a, b in zip(m.generator_ema.parameters(), m.generator.parameters()))
 
 
-def test_checkpoint_without_the_recipe_hparams_loads_with_the_old_recipe(tmp_path):
+def test_checkpoint_without_the_recipe_hparams_loads_with_the_old_recipe(tmp_path, save_checkpoint):
     """A checkpoint written before the recipe options existed (no loss / beta2 / ema_decay, no EMA
     weights) rebuilds as the non-saturating GAN it was; a new one round-trips with weights_only."""
     for kw, stored_hp in ((OLD_RECIPE, lambda hp: {k: v for k, v in hp.items()
                                                    if k not in ("loss", "beta2", "ema_decay")}),
                           ({}, dict)):
         m = _small(**kw)
-        trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False, accelerator="cpu")
-        trainer.strategy.connect(m)
-        path = tmp_path / "m.ckpt"
-        trainer.save_checkpoint(path)
+        path = save_checkpoint(m, tmp_path / "m.ckpt")
         ckpt = torch.load(path, weights_only=True)
         ckpt["hyper_parameters"] = stored_hp(ckpt["hyper_parameters"])
         torch.save(ckpt, path)

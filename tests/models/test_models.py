@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
@@ -139,13 +138,9 @@ def test_sample_seeded(kind):
 
 
 @pytest.mark.parametrize("kind", ["vae", "gan"])
-def test_checkpoint_roundtrip(kind, tmp_path):
+def test_checkpoint_roundtrip(kind, tmp_path, save_checkpoint):
     m = _small(kind, (2,), arch="mlp")
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(m)
-    path = tmp_path / "m.ckpt"
-    trainer.save_checkpoint(path)
+    path = save_checkpoint(m, tmp_path / "m.ckpt")
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["hyper_parameters"]["model_kind"] == kind
     m2 = load_model(path)
