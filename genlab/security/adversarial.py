@@ -109,9 +109,13 @@ def vae_latent_attack(model, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
 # --------------------------------------------------------------------------- classifiers
 def torch_logits(estimator) -> Callable[[torch.Tensor], torch.Tensor]:
     """The decision function of a fitted scikit-learn LogisticRegression as a torch function of
-    the (unflattened) records, so PGD can take its gradient."""
+    the (unflattened) records, so PGD can take its gradient: one logit per class in
+    `estimator.classes_`. A two-class fit has one decision value z (class 1 when z > 0), so its
+    logits are (0, z), whose softmax is scikit-learn's (1 - σ(z), σ(z))."""
     w = torch.as_tensor(estimator.coef_, dtype=torch.float32)
     b = torch.as_tensor(estimator.intercept_, dtype=torch.float32)
+    if len(estimator.classes_) == 2:
+        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
     return lambda x: x.flatten(1) @ w.T + b
 
 

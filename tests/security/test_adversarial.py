@@ -31,6 +31,20 @@ def test_torch_logits_match_sklearn(clf, test_set):
         x.reshape(len(x), -1)), atol=1e-5)
 
 
+def test_torch_logits_of_a_two_class_fit_match_sklearn(digits, digits_spec, test_set):
+    """A two-class fit has one coefficient row; the torch copy still gives one logit per class
+    (synthetic samples of a weak generator can carry two pseudo-labels only)."""
+    mem = digits_spec.pool("members")
+    two = mem[np.isin(digits.y[mem], (3, 8))]
+    est = U.fit_classifier(digits.x[two], digits.y[two], 10).estimator
+    x, y = test_set
+    logits = ADV.torch_logits(est)(torch.from_numpy(x))
+    assert logits.shape == (len(x), 2)
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(),
+                               est.predict_proba(x.reshape(len(x), -1)), atol=1e-5)
+    assert ADV.robust_adv(est, x, y, 0.1, steps=3).shape == x.shape  # was an IndexError
+
+
 def test_eps_zero_changes_nothing_and_budget_is_kept(clf, test_set):
     x, y = test_set
     assert np.array_equal(ADV.robust_adv(clf.estimator, x, y, 0.0, steps=10), x)
