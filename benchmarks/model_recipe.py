@@ -1,13 +1,14 @@
-"""GAN training recipes on digits: FD, FD / real-vs-real floor and training seconds per recipe.
+"""Training recipes of one model on digits: FD, FD / real-vs-real floor and training seconds.
 
-Each recipe trains the digits GAN exactly as `01_train.ipynb` does (same pools, data loaders,
-Trainer, seed and 100 epochs; only the GAN's constructor arguments differ) and is evaluated as
+Each recipe trains the digits model (GAN or VAE) exactly as `01_train.ipynb` does (same pools,
+data loaders, Trainer, seed and 100 epochs; only the model's constructor arguments differ) and is evaluated as
 `02_evaluate.ipynb` does (the classifier feature space, FD at the evaluation's default m with its
 CI, against the real-vs-real floor). Recipes run one after another in one process, so the
 training seconds of a loaded machine are comparable only side by side.
 
-    python benchmarks/gan_recipe.py [--recipes "old;default"] [--seeds 0,1,2] [--conditional]
-        [--json out.json]
+    python benchmarks/model_recipe.py [--model gan] [--recipes "old;default"] [--seeds 0,1,2]
+        [--conditional] [--json out.json]
+    python benchmarks/model_recipe.py --model vae --recipes "beta1;beta0.5;default"
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from genlab.train import training
 OLD = dict(loss="non_saturating", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.0)
 NEW = dict(loss="hinge", beta1=0.0, beta2=0.9, ema_decay=0.999)
 # every recipe spelled out, so each row stays what it was when the defaults move
-RECIPES: dict[str, dict] = {
+GAN_RECIPES: dict[str, dict] = {
     "old": OLD,  # the recipe before hinge / betas (0, 0.9) / EMA became the default
     "hinge": {**OLD, "loss": "hinge"},
     "old+ema": {**OLD, "ema_decay": 0.999},
@@ -42,20 +43,27 @@ RECIPES: dict[str, dict] = {
     "hinge+ttur2e-4+ema": {**NEW, "lr_g": 2e-4, "lr_d": 8e-4},  # the unconditional default
     "default": {},  # the constructor's defaults (lr_d resolved by conditioning)
 }
+VAE_RECIPES: dict[str, dict] = {
+    "beta1": {"beta": 1.0},  # the true ELBO as objective, the default before β = 0.25
+    "beta0.5": {"beta": 0.5},
+    "default": {},
+}
+RECIPES = {"gan": GAN_RECIPES, "vae": VAE_RECIPES}
 
 
-def run_recipe(name: str, seed: int, conditional: bool, root: Path) -> dict:
-    """Train as the training notebook does with the recipe's GAN, then evaluate as 02 does."""
-    run_dir = root / f"{name}-s{seed}{'-cond' if conditional else ''}"
-    p = params.typed("train", model="gan", seed=seed, conditional=conditional, run_dir=str(run_dir))
+def run_recipe(model_name: str, name: str, seed: int, conditional: bool, root: Path) -> dict:
+    """Train as the training notebook does with the recipe's model, then evaluate as 02 does."""
+    run_dir = root / f"{model_name}-{name}-s{seed}{'-cond' if conditional else ''}"
+    p = params.typed("train", model=model_name, seed=seed, conditional=conditional, run_dir=str(run_dir))
     run = RunFolder(p.run_dir)
     ds = data.load_dataset(p.dataset)
     spec = data.DataSpec.build(ds, seed=p.seed, val_frac=p.val_frac, holdout_a_frac=p.holdout_a_frac,
                                holdout_b_frac=p.holdout_b_frac, n_train=p.n_train)
     spec.save(run.data_spec)
     training.seed_everything(p.seed)
-    model = build_model("gan", list(ds.data_shape), latent_dim=p.latent_dim, depth=p.depth, arch="mlp",
-                        n_classes=ds.n_classes if conditional else 0, **RECIPES[name])
+    model = build_model(model_name, list(ds.data_shape), latent_dim=p.latent_dim, depth=p.depth,
+                        arch="mlp", n_classes=ds.n_classes if conditional else 0,
+                        **RECIPES[model_name][name])
     dm = experiment.datamodule(ds, spec, run, p)
     t0 = time.perf_counter()
     result, _ = experiment.train(model, dm, run, p)
@@ -76,15 +84,19 @@ def run_recipe(name: str, seed: int, conditional: bool, root: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--recipes", default="old,default", help=f"separated by ';', of {sorted(RECIPES)}")
+    ap.add_argument("--model", default="gan", choices=sorted(RECIPES))
+    ap.add_argument("--recipes", default="old;default",
+                    help="separated by ';', of " + "; ".join(f"{m}: {sorted(r)}" for m, r in RECIPES.items()))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--conditional", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     names = args.recipes.split(";")
-    unknown = [n for n in names if n not in RECIPES]
+    recipes = RECIPES[args.model]
+    unknown = [n for n in names if n not in recipes]
     if unknown:
-        ap.error(f"--recipes: unknown recipe {unknown[0]!r}; expected names from {sorted(RECIPES)}")
+        ap.error(f"--recipes: unknown {args.model} recipe {unknown[0]!r}; expected names from "
+                 f"{sorted(recipes)}")
     configure()  # one thread and the portable kernels, as `genlab run` trains: before any tensor op
     training.quiet_lightning()
     rows = []
@@ -94,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
             for name in names:
-                r = run_recipe(name, seed, args.conditional, Path(tmp))
+                r = run_recipe(args.model, name, seed, args.conditional, Path(tmp))
                 rows.append(r)
                 print(f"| {name} | {seed} | {r['fd']:.3g} [{r['fd_ci_low']:.3g}, {r['fd_ci_high']:.3g}] | "
                       f"{r['fd_ratio_to_floor']:.2f} | {r['train_s']:.1f} |"
