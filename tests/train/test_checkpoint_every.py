@@ -76,8 +76,8 @@ def test_crash_between_writes_resumes_to_the_same_weights(loaders, tmp_path, mon
 
 
 def test_best_ckpt_between_writes_holds_that_epochs_weights(loaders, tmp_path):
-    """lr=0.1 overshoots: the best val_loss is epoch 0, which k=4 does not write."""
-    runs = [fit(_model("vae", lr=0.1), DigitsDM(*loaders), ckpt_dir=tmp_path / f"k{k}",
+    """lr=0.1 overshoots (at β = 1): the best val_loss is epoch 0, which k=4 does not write."""
+    runs = [fit(_model("vae", lr=0.1, beta=1.0), DigitsDM(*loaders), ckpt_dir=tmp_path / f"k{k}",
                 cfg=TrainConfig(max_epochs=6, seed=0, checkpoint_every_n_epochs=k))
             for k in (1, 4)]
     every, sparse = runs
