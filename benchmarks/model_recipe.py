@@ -1,12 +1,12 @@
 """Training recipes of one model on digits: FD, FD / real-vs-real floor and training seconds.
 
 Each recipe trains the digits model (GAN or VAE) exactly as `01_train.ipynb` does (same pools,
-data loaders, Trainer, seed and 100 epochs; only the model's constructor arguments differ) and is evaluated as
-`02_evaluate.ipynb` does (the classifier feature space, FD at the evaluation's default m with its
-CI, against the real-vs-real floor). Recipes run one after another in one process, so the
-training seconds of a loaded machine are comparable only side by side.
+data loaders, Trainer, seed and 100 epochs; only the model's constructor arguments differ) and
+is evaluated as `02_evaluate.ipynb` does (the classifier feature space, FD at the evaluation's
+default m with its CI, against the real-vs-real floor). Recipes run one after another in one
+process, so the training seconds of a loaded machine are comparable only side by side.
 
-    python benchmarks/model_recipe.py [--model gan] [--recipes "old;default"] [--seeds 0,1,2]
+    python benchmarks/model_recipe.py [--model gan] [--recipes "old;hinge;default"] [--seeds 0,1,2]
         [--conditional] [--json out.json]
     python benchmarks/model_recipe.py --model vae --recipes "beta1;beta0.5;default"
 """
@@ -49,6 +49,7 @@ VAE_RECIPES: dict[str, dict] = {
     "default": {},
 }
 RECIPES = {"gan": GAN_RECIPES, "vae": VAE_RECIPES}
+COMPARED = {"gan": "old;default", "vae": "beta1;default"}  # --recipes when not given
 
 
 def run_recipe(model_name: str, name: str, seed: int, conditional: bool, root: Path) -> dict:
@@ -85,13 +86,13 @@ def run_recipe(model_name: str, name: str, seed: int, conditional: bool, root: P
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gan", choices=sorted(RECIPES))
-    ap.add_argument("--recipes", default="old;default",
-                    help="separated by ';', of " + "; ".join(f"{m}: {sorted(r)}" for m, r in RECIPES.items()))
+    ap.add_argument("--recipes", help="separated by ';' (default: the old recipe and the default), of "
+                    + "; ".join(f"{m}: {sorted(r)}" for m, r in RECIPES.items()))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--conditional", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    names = args.recipes.split(";")
+    names = (args.recipes or COMPARED[args.model]).split(";")
     recipes = RECIPES[args.model]
     unknown = [n for n in names if n not in recipes]
     if unknown:

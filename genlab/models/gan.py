@@ -25,10 +25,10 @@
   training from the live generator. ``ema_decay=0`` keeps no copy.
 - Why this recipe: on digits (MLP, 100 epochs, seed 0; FD in the evaluation classifier's
   feature space, as it was before it learnt its "not a record" class, against the real-vs-real
-  floor; ``benchmarks/model_recipe.py`` reproduces the comparison) the old default (non-saturating, ``lr`` 2e-4 for both, betas (0.5, 0.999), no EMA)
-  reached 5.9x the floor (conditional 6.4x), the hinge loss alone 6.4x, the EMA alone 4.7x, and
-  this recipe 1.8x (conditional 1.7x, conditional accuracy 0.98) at about the same training
-  time.
+  floor; ``benchmarks/model_recipe.py`` reproduces the comparison) the old default
+  (non-saturating, ``lr`` 2e-4 for both, betas (0.5, 0.999), no EMA) reached 5.9x the floor
+  (conditional 6.4x), the hinge loss alone 6.4x, the EMA alone 4.7x, and this recipe 1.8x
+  (conditional 1.7x, conditional accuracy 0.98) at about the same training time.
 - ``spectral_norm=False`` (set by DP-SGD training, :mod:`genlab.train.dp`): a plain discriminator
   (Opacus cannot compute per-sample gradients through the spectral-norm parametrisation; the
   conv backbone then has GroupNorm). Under DP each row of the discriminator's real+fake batch is
